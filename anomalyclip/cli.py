@@ -1,0 +1,39 @@
+"""The `anomalyclip` command line: a thin face on the package API (one subcommand group per module)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from anomalyclip.errors import AnomalyCLIPError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from anomalyclip import conformance
+
+    parser = argparse.ArgumentParser(prog="anomalyclip", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    conformance.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a project error ends with its message and exit status 2, not a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AnomalyCLIPError as err:
+        print(f"anomalyclip {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"anomalyclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
