@@ -12,11 +12,13 @@ from anomalyclip.errors import AnomalyCLIPError
 
 def build_parser() -> argparse.ArgumentParser:
     from anomalyclip import conformance
+    from anomalyclip.data import cli as data_cli
 
     parser = argparse.ArgumentParser(prog="anomalyclip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True)
     conformance.register(subparsers)
+    data_cli.register(subparsers)
     return parser
 
 
