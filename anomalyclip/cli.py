@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a project error ends with its message and exit status 2, not a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except AnomalyCLIPError as err:

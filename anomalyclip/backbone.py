@@ -1,0 +1,158 @@
+"""Frozen CLIP backbones from open_clip: hub names, local weight files, or the built-in random `tiny` CLIP.
+
+AnomalyCLIP uses OpenAI's ViT-L/14@336 with QuickGELU. Offline, a hub name fails at once with a message that says how
+to pass a local file instead; nothing here retries a download.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+
+from anomalyclip.errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+TINY_SEED = 0
+_OPENAI_KEYS = (
+    "visual.conv1.weight",
+    "visual.proj",
+    "token_embedding.weight",
+    "text_projection",
+    "ln_final.weight",
+)
+
+
+def load_backbone(
+    name: str = "ViT-L-14-336",
+    pretrained: str | os.PathLike | None = "openai",
+    *,
+    device: str | torch.device = "cpu",
+    seed: int = TINY_SEED,
+) -> CLIP:
+    """A frozen fp32 CLIP in eval mode.
+
+    `name` is an open_clip model name, `tiny`, or a path to a weights file (then `pretrained` is ignored).
+    `pretrained` is an open_clip tag (`openai`) or a local file for the architecture `name`.
+    """
+    if name == TINY:
+        model = tiny_clip(seed)
+    elif _is_file_like(name):
+        model = clip_from_file(Path(name))
+    elif pretrained is not None and _is_file_like(str(pretrained)):
+        model = _open_clip_with_file(name, Path(pretrained))
+    else:
+        model = _open_clip_from_hub(name, pretrained)
+    return freeze(model.float()).to(device)
+
+
+def freeze(model: CLIP) -> CLIP:
+    """Eval mode and no gradients: AnomalyCLIP never trains the backbone."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def tiny_clip(seed: int = TINY_SEED) -> CLIP:
+    """A random CLIP with ViT-L/14@336's structure but width 128 (the conformance bundles' shape), seeded."""
+    vision = CLIPVisionCfg(layers=24, width=128, head_width=64, patch_size=14, image_size=336)
+    text = CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=12)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+
+
+def clip_from_file(path: Path) -> CLIP:
+    """Build a CLIP from an OpenAI JIT archive, an OpenAI-layout state dict, or an open_clip checkpoint."""
+    state_dict = {k: v for k, v in read_state_dict(path).items() if not k.endswith("attn_mask")}
+    missing = [k for k in _OPENAI_KEYS if k not in state_dict]
+    if missing:
+        raise BackboneError(
+            f"{path} is not a CLIP checkpoint: missing {missing}. Expected an OpenAI CLIP file (JIT archive or state "
+            "dict) or an open_clip checkpoint of a ViT CLIP; for another architecture pass --backbone NAME "
+            "--weights FILE."
+        )
+    try:
+        model = build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True).float()
+        # open_clip builds in fp16; loading again in fp32 keeps fp32 checkpoints exact (fp16 ones are unchanged)
+        model.load_state_dict({k: v for k, v in state_dict.items() if k in model.state_dict()})
+        return model
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise BackboneError(f"{path} looks like a CLIP state dict but does not build one: {err}") from err
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: a TorchScript archive, a plain state dict, or {'state_dict': …}."""
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError as err:
+            raise BackboneError(f"{path} is a TorchScript archive that could not be loaded: {err}") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        raise BackboneError(f"{path} is not a readable torch checkpoint: {err}") from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BackboneError(
+            f"{path} holds {type(obj).__name__}, expected a dict of tensors (a CLIP state dict)"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def _is_file_like(value: str) -> bool:
+    return value.endswith((".pt", ".pth", ".bin", ".safetensors")) or os.sep in value or Path(value).exists()
+
+
+def _open_clip_with_file(name: str, path: Path) -> CLIP:
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} does not exist")
+    try:
+        return open_clip.create_model(
+            name, pretrained=str(path), force_quick_gelu=_needs_quick_gelu(name, "openai")
+        )
+    except RuntimeError as err:
+        raise BackboneError(f"{path} does not fit the open_clip architecture {name!r}: {err}") from err
+
+
+def _needs_quick_gelu(name: str, tag: str | os.PathLike | None) -> bool:
+    return str(tag) == "openai" and not name.endswith("quickgelu")
+
+
+def _open_clip_from_hub(name: str, tag: str | os.PathLike | None) -> CLIP:
+    if name not in open_clip.list_models():
+        raise BackboneError(
+            f"unknown backbone {name!r}: expected 'tiny', a weights file, or an open_clip model name"
+        )
+    if tag is None:
+        log.warning("backbone %s has random weights (no pretrained tag or file)", name)
+        return open_clip.create_model(name)
+    offline_hint = (
+        f"could not load pretrained weights {name!r}/{tag!r}: {{err}}. This machine may be offline: download the "
+        "weights elsewhere and pass the file, e.g. `--weights ViT-L-14-336px.pt` (OpenAI JIT archive) or "
+        "`--backbone ViT-L-14-336 --pretrained /path/open_clip_model.safetensors`."
+    )
+    try:
+        return open_clip.create_model(
+            name, pretrained=str(tag), force_quick_gelu=_needs_quick_gelu(name, tag)
+        )
+    except Exception as err:  # hub, HTTP and file errors arrive as many types; all mean "no weights"
+        raise BackboneError(offline_hint.format(err=err)) from err

@@ -1,0 +1,166 @@
+"""Prompt checkpoints: the official `{"prompt_learner": state_dict}` format and the project's own, which records
+the configuration so that a mismatch fails with both values named."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalyclip.config import AnomalyCLIPConfig
+from anomalyclip.errors import CheckpointError
+from anomalyclip.prompts import PromptLearner
+
+FORMAT = "anomalyclip-prompts"
+FORMAT_VERSION = 1
+_PROJECTION_WIDTH = 896
+"""Output width of the official, never-used `compound_prompt_projections` (kept for file compatibility)."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict, with a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+    if not isinstance(obj, dict) or "prompt_learner" not in obj:
+        raise CheckpointError(
+            f"{path} is not a prompt checkpoint: expected a dict with a 'prompt_learner' state dict (official "
+            f"format) or a file written by `anomalyclip train`, got {type(obj).__name__}"
+        )
+    return obj
+
+
+def checkpoint_config(path: str | os.PathLike) -> AnomalyCLIPConfig | None:
+    """The configuration stored in a project checkpoint; None for an official one (it stores none)."""
+    obj = read_checkpoint(path)
+    return AnomalyCLIPConfig.from_dict(obj["config"]) if obj.get("format") == FORMAT else None
+
+
+def save_checkpoint(
+    path: str | os.PathLike, learner: PromptLearner, config: AnomalyCLIPConfig, **extra: Any
+) -> Path:
+    """The project format: prompt state, full configuration, and any extra state (epoch, optimiser, history)."""
+    state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "prompt_learner": state,
+    }
+    return atomic_save({**payload, **extra}, path)
+
+
+def save_official_checkpoint(path: str | os.PathLike, learner: PromptLearner) -> Path:
+    """The official layout, loadable by zqhang/AnomalyCLIP's test.py (buffers and unused projections included)."""
+    if learner.ctx_neg is None or not learner.config.deep_tokens:
+        raise CheckpointError("the official format needs separate normal/abnormal contexts and deep tokens")
+    width = learner.ctx_pos.shape[-1]
+    state: dict[str, torch.Tensor] = {
+        "ctx_pos": learner.ctx_pos.detach().cpu(),
+        "ctx_neg": learner.ctx_neg.detach().cpu(),
+        "token_prefix_pos": learner.token_prefix[0].view(1, 1, 1, width).cpu(),
+        "token_suffix_pos": learner.token_suffix[0].view(1, 1, -1, width).cpu(),
+        "token_prefix_neg": learner.token_prefix[1].view(1, 1, 1, width).cpu(),
+        "token_suffix_neg": learner.token_suffix[1].view(1, 1, -1, width).cpu(),
+        "tokenized_prompts_pos": learner.tokenized_prompts[0].view(1, 1, -1).int().cpu(),
+        "tokenized_prompts_neg": learner.tokenized_prompts[1].view(1, 1, -1).int().cpu(),
+    }
+    generator = torch.Generator().manual_seed(0)
+    bound = width**-0.5
+    for i, tokens in enumerate(learner.compound_prompts_text):
+        state[f"compound_prompts_text.{i}"] = tokens.detach().cpu()
+        weight = (torch.rand(_PROJECTION_WIDTH, width, generator=generator) * 2 - 1) * bound
+        state[f"compound_prompt_projections.{i}.weight"] = weight
+        state[f"compound_prompt_projections.{i}.bias"] = (
+            torch.rand(_PROJECTION_WIDTH, generator=generator) * 2 - 1
+        ) * bound
+    return atomic_save({"prompt_learner": state}, path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, learner: PromptLearner, config: AnomalyCLIPConfig | None = None
+) -> dict[str, Any]:
+    """Load prompts from either format into `learner`; returns the raw checkpoint (epoch, history, …).
+
+    A project checkpoint whose configuration differs from `config` in anything that shapes the prompts or the
+    features fails with both values named; an official one is checked by tensor shapes.
+    """
+    obj = read_checkpoint(path)
+    if obj.get("format") == FORMAT and config is not None:
+        _check_config(Path(path), AnomalyCLIPConfig.from_dict(obj["config"]), config)
+    state = obj["prompt_learner"]
+    _check_shapes(Path(path), state, learner)
+    own_keys = set(learner.state_dict())
+    learner.load_state_dict({k: v for k, v in state.items() if k in own_keys}, strict=True)
+    return obj
+
+
+_COMPARED = (
+    ("prompt", "n_ctx"),
+    ("prompt", "depth"),
+    ("prompt", "t_n_ctx"),
+    ("prompt", "deep_tokens"),
+    ("prompt", "shared_context"),
+    ("prompt", "object_word"),
+    ("prompt", "state_word"),
+    ("vision", "features_list"),
+    ("vision", "dpam_blocks"),
+    ("vision", "dpam_mode"),
+    ("backbone", None),
+)
+
+
+def _check_config(path: Path, saved: AnomalyCLIPConfig, wanted: AnomalyCLIPConfig) -> None:
+    mismatches = []
+    for section, key in _COMPARED:
+        a = getattr(saved, section) if key is None else getattr(getattr(saved, section), key)
+        b = getattr(wanted, section) if key is None else getattr(getattr(wanted, section), key)
+        if a != b:
+            name = section if key is None else f"{section}.{key}"
+            mismatches.append(f"{name}: checkpoint has {a!r}, configuration has {b!r}")
+    if mismatches:
+        raise CheckpointError(f"{path} does not match the configuration: " + "; ".join(mismatches))
+
+
+def _check_shapes(path: Path, state: dict[str, torch.Tensor], learner: PromptLearner) -> None:
+    expected = learner.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks prompt parameters {missing}; it was made with another configuration"
+        )
+    deep_saved = sum(k.startswith("compound_prompts_text.") for k in state)
+    if deep_saved != len(learner.compound_prompts_text):
+        raise CheckpointError(
+            f"{path} has {deep_saved} deep-token layers (depth {deep_saved + 1}), "
+            f"the configuration expects {len(learner.compound_prompts_text)} (depth {learner.config.depth})"
+        )
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(state[key].shape)}, the configuration expects {tuple(tensor.shape)} "
+                f"(prompt length n_ctx={learner.config.n_ctx}, deep-token length t_n_ctx={learner.config.t_n_ctx}, "
+                f"text width {tensor.shape[-1]})"
+            )

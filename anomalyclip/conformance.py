@@ -1,0 +1,276 @@
+"""Prove equality with the official implementation: run a conformance bundle through this package's own code.
+
+A bundle (`config.json`, CLIP weights, an official prompt checkpoint, `inputs/`, `expected.npz`) holds what
+zqhang/AnomalyCLIP computed on a tiny random CLIP. Everything (sizes, layers, DPAM blocks, widths) is read from the
+bundle, so bundles with other seeds, sizes and settings are checked the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalyclip import head
+from anomalyclip.checkpoint import load_checkpoint
+from anomalyclip.config import (
+    AnomalyCLIPConfig,
+    HeadConfig,
+    LossConfig,
+    PromptConfig,
+    TrainConfig,
+    VisionConfig,
+)
+from anomalyclip.data.io import OFFICIAL_MASK_THRESHOLD, read_image, read_mask
+from anomalyclip.data.transforms import ImageTransform, MaskTransform
+from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.model import AnomalyCLIP
+
+FORWARD_TOL = 1e-4
+TRANSFORM_TOL = 1e-5
+FP16_RELATIVE = 2.0**-10
+FP32_RELATIVE = 1e-4
+"""The deep text tokens pass through `.half()` in the official code, so their gradients agree to fp16 precision."""
+
+
+@dataclass
+class Check:
+    """One compared array: the largest absolute difference and the tolerance it must stay within."""
+
+    name: str
+    max_abs: float
+    tol: float
+    ok: bool
+
+
+@dataclass
+class ConformanceReport:
+    """All checks of one bundle."""
+
+    bundle: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "bundle": self.bundle, "checks": [asdict(c) for c in self.checks]}
+
+
+class BundleError(AnomalyCLIPError):
+    """A conformance bundle is missing a file or a setting."""
+
+
+def bundle_config(bundle: Path) -> tuple[AnomalyCLIPConfig, dict[str, Any]]:
+    """The project configuration equivalent to the official run recorded in `config.json`."""
+    raw = _read_json(bundle / "config.json")
+    try:
+        replaced = sorted(raw["dpam_replaced_layers_1_indexed"])
+        depth = raw["vision"]["layers"]
+        if replaced and replaced != list(range(depth - len(replaced) + 1, depth + 1)):
+            raise BundleError(f"{bundle}: DPAM blocks {replaced} are not the trailing blocks of {depth}")
+        config = AnomalyCLIPConfig(
+            backbone=str((bundle / raw["clip_weights"]).resolve()),
+            pretrained=None,
+            prompt=PromptConfig(n_ctx=raw["n_ctx"], depth=raw["depth"], t_n_ctx=raw["t_n_ctx"]),
+            vision=VisionConfig(
+                image_size=raw["image_size"],
+                features_list=tuple(raw["features_list"]),
+                dpam_blocks=len(replaced),
+            ),
+            head=HeadConfig(temperature=raw["temperature"], sigma=raw["sigma"]),
+            loss=LossConfig(lambda_local=raw["lambda_local"]),
+            train=TrainConfig(lr=raw["adam"]["lr"], betas=tuple(raw["adam"]["betas"]), seed=raw["seed"]),
+        )
+    except KeyError as err:
+        raise BundleError(f"{bundle / 'config.json'} lacks the setting {err}") from err
+    return config, raw
+
+
+def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceReport:
+    """Run every check of `bundle`; never raises for a numeric mismatch (that is a failed check)."""
+    bundle = Path(bundle)
+    config, raw = bundle_config(bundle)
+    expected = _load_expected(bundle / "expected.npz")
+    report = ConformanceReport(bundle=str(bundle))
+
+    def check(
+        name: str, actual: Any, tol: float, where: np.ndarray | None = None, key: str | None = None
+    ) -> None:
+        """Compare with `expected[key or name]`, over the elements selected by `where` (all by default)."""
+        key = key or name
+        if key not in expected:
+            return
+        want = np.asarray(expected[key], dtype=np.float64)
+        got = np.asarray(
+            actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64
+        )
+        if got.shape != want.shape:
+            report.checks.append(Check(name, math.inf, tol, False))
+            return
+        diff = np.abs(got - want)[where if where is not None else ...]
+        worst = float(diff.max()) if diff.size else 0.0
+        report.checks.append(Check(name, worst, tol, bool(worst <= tol)))
+
+    images, masks, labels = _read_inputs(bundle, raw, config.vision.image_size)
+    check("preprocessed", images, TRANSFORM_TOL)
+    check("masks", masks, TRANSFORM_TOL)
+    check("labels", labels, 0.0)
+
+    model = AnomalyCLIP.from_config(config, device=device)
+    load_checkpoint(bundle / raw["prompt_learner_checkpoint"], model.prompt_learner)
+    images, masks, labels = images.to(device), masks.to(device), labels.to(device)
+    size = config.vision.image_size
+    check("tokenized_prompts", model.prompt_learner.tokenized_prompts, 0.0)
+    grid = model.vision.grid_size(size)
+    check("positional_embedding_resized", model.vision.positional_embedding(grid), FORWARD_TOL)
+
+    with torch.no_grad():
+        text = model.text_features()
+        features = model.encode_image(images)
+        output = model.head(features, text, size)
+    check("text_features", text[None], FORWARD_TOL)
+    check("image_features", torch.nn.functional.normalize(features.global_embedding, dim=-1), FORWARD_TOL)
+    temperature = config.head.temperature
+    for layer, tokens in zip(config.vision.features_list, features.patch_tokens, strict=True):
+        check(f"patch_tokens_l{layer}", tokens, FORWARD_TOL)
+        check(f"similarity_patch_l{layer}", head.patch_probabilities(tokens, text, temperature), FORWARD_TOL)
+    check(f"similarity_map_l{config.vision.features_list[-1]}", output.similarity_maps[-1], FORWARD_TOL)
+    check("anomaly_map_raw", output.anomaly_map_raw, FORWARD_TOL)
+    check("anomaly_map", output.anomaly_map, FORWARD_TOL)
+    check("image_scores", output.image_scores, FORWARD_TOL)
+
+    _check_training_step(model, features, labels, masks, size, check, expected)
+    _check_metrics(output, masks, labels, check)
+    return report
+
+
+def _check_training_step(
+    model: AnomalyCLIP,
+    features: Any,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    size: int,
+    check: Callable[[str, Any, float], None],
+    expected: dict[str, np.ndarray],
+) -> None:
+    """One glocal-loss step: losses, gradients of every prompt parameter, and the parameters after one Adam step."""
+    learner = model.prompt_learner
+    model.train()
+    loss, _ = model.loss(features, labels, masks, size)
+    check("loss_total", loss.total, FORWARD_TOL)
+    check("loss_global", loss.global_loss, FORWARD_TOL)
+    check("loss_local", loss.local_loss, FORWARD_TOL)
+    check("loss_focal_first", loss.focal_per_layer[0], FORWARD_TOL)
+    optimizer = torch.optim.Adam(
+        learner.parameters(), lr=model.config.train.lr, betas=model.config.train.betas
+    )
+    optimizer.zero_grad()
+    loss.total.backward()
+    named = {"ctx_pos": learner.ctx_pos, "ctx_neg": learner.ctx_neg}
+    named.update({f"compound_{i}": p for i, p in enumerate(learner.compound_prompts_text)})
+    grad_tols = {}
+    for name, param in named.items():
+        want = expected.get(f"grad_{name}")
+        scale = float(np.max(np.abs(want))) if want is not None and want.size else 0.0
+        relative = FP16_RELATIVE if name.startswith("compound") else FP32_RELATIVE
+        grad_tols[name] = max(FORWARD_TOL * 1e-2, relative * scale)
+        check(f"grad_{name}", param.grad, grad_tols[name])
+    optimizer.step()
+    lr = model.config.train.lr
+    for name, param in named.items():
+        want = expected.get(f"grad_{name}")
+        if want is None:
+            continue
+        # Adam's first step moves each element by lr * g / (|g| + eps): where the official gradient is within fp16
+        # precision of zero its sign (or its underflow to 0) is not determined, so such elements may differ by lr.
+        band = np.abs(want) <= grad_tols[name]
+        check(f"{name}_after_step", param, FORWARD_TOL, where=~band)
+        if band.any():
+            check(
+                f"{name}_after_step_fp16_band", param, lr + FORWARD_TOL, where=band, key=f"{name}_after_step"
+            )
+    model.eval()
+
+
+def _check_metrics(
+    output: Any, masks: torch.Tensor, labels: torch.Tensor, check: Callable[..., None]
+) -> None:
+    from anomalyclip import metrics
+
+    maps = output.anomaly_map.cpu().numpy()
+    gt = masks.cpu().numpy().astype(np.uint8)
+    y = labels.cpu().numpy()
+    scores = output.image_scores.cpu().numpy()
+    check("metric_pixel_auroc", metrics.pixel_auroc(gt, maps), 1e-6)
+    check("metric_pixel_aupro", metrics.aupro(gt, maps, variant="official"), 1e-6)
+    check("metric_image_auroc", metrics.image_auroc(y, scores), 1e-6)
+    check("metric_image_ap", metrics.image_ap(y, scores), 1e-6)
+
+
+def _read_inputs(
+    bundle: Path, raw: dict[str, Any], size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    image_t, mask_t = ImageTransform(size), MaskTransform(size)
+    images, masks, labels = [], [], []
+    for item in raw.get("inputs", []):
+        images.append(image_t(read_image(bundle / "inputs" / item["image"])))
+        mask_name = item.get("mask") or ""
+        mask = read_mask(bundle / "inputs" / mask_name, OFFICIAL_MASK_THRESHOLD) if mask_name else None
+        masks.append(mask_t(mask)[0])
+        labels.append(1 if mask_name else 0)
+    if not images:
+        raise BundleError(f"{bundle / 'config.json'} lists no inputs")
+    return torch.stack(images), torch.stack(masks), torch.tensor(labels)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(
+            f"{path} does not exist; a conformance bundle needs config.json, expected.npz and inputs/"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path} is not valid JSON: {err}") from err
+
+
+def _load_expected(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise BundleError(
+            f"{path} does not exist; a conformance bundle needs the official outputs in expected.npz"
+        )
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """`anomalyclip conformance BUNDLE_DIR [--json]`."""
+    parser = subparsers.add_parser(
+        "conformance", help="compare this package with the official outputs of a bundle"
+    )
+    parser.add_argument(
+        "bundle", type=Path, help="folder with config.json, expected.npz, inputs/ and weights"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    report = run_conformance(args.bundle, device=args.device)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for c in report.checks:
+            print(f"{c.name:32s} max_abs={c.max_abs:.3e} tol={c.tol:.1e} {'ok' if c.ok else 'FAIL'}")
+        print(f"{sum(c.ok for c in report.checks)} passed, {sum(not c.ok for c in report.checks)} failed")
+    return 0 if report.passed else 1

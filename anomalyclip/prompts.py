@@ -1,0 +1,119 @@
+"""Text prompts: AnomalyCLIP's learnable object-agnostic prompts and the hand-made CLIP / CLIP-AC baselines."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomalyclip.config import PromptConfig
+from anomalyclip.text import TextEncoder
+
+CLIP_TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")
+"""The plain CLIP baseline of the paper's tables (official issue #25)."""
+
+CLIP_AC_NORMAL_STATES = (
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+)
+CLIP_AC_ABNORMAL_STATES = ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+CLIP_AC_TEMPLATES = (
+    "a bad photo of a {}.", "a low resolution photo of the {}.", "a bad photo of the {}.", "a cropped photo of the {}.",
+    "a bright photo of a {}.", "a dark photo of the {}.", "a photo of my {}.", "a photo of the cool {}.",
+    "a close-up photo of a {}.", "a black and white photo of the {}.", "a bright photo of the {}.",
+    "a cropped photo of a {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.", "a photo of the {}.",
+    "a good photo of the {}.", "a photo of one {}.", "a close-up photo of the {}.", "a photo of a {}.",
+    "a low resolution photo of a {}.", "a photo of a large {}.", "a blurry photo of a {}.",
+    "a jpeg corrupted photo of the {}.", "a good photo of a {}.", "a photo of the small {}.",
+    "a photo of the large {}.", "a black and white photo of a {}.", "a dark photo of a {}.",
+    "a photo of a cool {}.", "a photo of a small {}.", "there is a {} in the scene.", "there is the {} in the scene.",
+    "this is a {} in the scene.", "this is the {} in the scene.", "this is one {} in the scene.",
+)  # fmt: skip
+"""The CLIP-AC ensemble: 7 normal x 5 abnormal state phrases x 35 templates (the official `prompt_ensemble.py`)."""
+
+
+class PromptLearner(nn.Module):
+    """Learnable prompts `[V1..VE] object.` / `[W1..WE] damaged object.` plus deep text tokens.
+
+    Parameters are named as in the official checkpoints (`ctx_pos`, `ctx_neg`, `compound_prompts_text.i`) so that
+    released `epoch_15.pth` files load directly.
+    """
+
+    def __init__(self, text_encoder: TextEncoder, config: PromptConfig):
+        super().__init__()
+        if config.n_ctx < config.t_n_ctx and config.deep_tokens:
+            raise ValueError(
+                f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})"
+            )
+        if config.deep_tokens and not 1 <= config.depth <= len(text_encoder.blocks):
+            raise ValueError(
+                f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}"
+            )
+        self.config = config
+        width = text_encoder.width
+        self.ctx_pos = nn.Parameter(torch.empty(1, 1, config.n_ctx, width).normal_(std=0.02))
+        self.ctx_neg = (
+            None if config.shared_context else nn.Parameter(torch.empty_like(self.ctx_pos).normal_(std=0.02))
+        )
+        n_deep = config.depth - 1 if config.deep_tokens else 0
+        self.compound_prompts_text = nn.ParameterList(
+            nn.Parameter(torch.empty(config.t_n_ctx, width).normal_(std=0.02)) for _ in range(n_deep)
+        )
+        placeholder = " ".join(["X"] * config.n_ctx)
+        texts = [
+            f"{placeholder} {config.object_word}.",
+            f"{placeholder} {config.state_word} {config.object_word}.",
+        ]
+        tokens = text_encoder.tokenize(texts).cpu()
+        with torch.no_grad():
+            embedded = text_encoder.embed(tokens.to(text_encoder.token_embedding.weight.device)).cpu()
+        self.register_buffer("tokenized_prompts", tokens, persistent=False)
+        self.register_buffer("token_prefix", embedded[:, :1], persistent=False)
+        self.register_buffer("token_suffix", embedded[:, 1 + config.n_ctx :], persistent=False)
+
+    def contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (E, W) context vectors of the normal and the abnormal prompt."""
+        ctx_neg = self.ctx_pos if self.ctx_neg is None else self.ctx_neg
+        return self.ctx_pos.reshape(self.config.n_ctx, -1), ctx_neg.reshape(self.config.n_ctx, -1)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(2, L, W) prompt embeddings [normal, abnormal], their token ids, and the deep tokens."""
+        ctx = torch.stack(self.contexts())
+        prompts = torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+        return prompts, self.tokenized_prompts, list(self.compound_prompts_text)
+
+    def text_features(self, text_encoder: TextEncoder) -> torch.Tensor:
+        """(2, E) L2-normalised text features [normal, abnormal]."""
+        prompts, tokens, deep = self()
+        return F.normalize(text_encoder(prompts, tokens, deep), dim=-1)
+
+
+def ensemble_text_features(text_encoder: TextEncoder, normal: list[str], abnormal: list[str]) -> torch.Tensor:
+    """(2, E): each class is the normalised mean of its normalised sentence embeddings."""
+    features = []
+    for sentences in (normal, abnormal):
+        embedded = F.normalize(text_encoder.encode_texts(sentences), dim=-1)
+        features.append(F.normalize(embedded.mean(dim=0), dim=-1))
+    return torch.stack(features)
+
+
+def clip_prompt_features(text_encoder: TextEncoder, class_name: str = "object") -> torch.Tensor:
+    """Plain CLIP: 'a photo of a normal [cls].' vs 'a photo of an anomalous [cls].'."""
+    normal, abnormal = (t.format(class_name) for t in CLIP_TEMPLATES)
+    return ensemble_text_features(text_encoder, [normal], [abnormal])
+
+
+def clip_ac_prompt_features(text_encoder: TextEncoder, class_name: str = "object") -> torch.Tensor:
+    """CLIP-AC: the state-phrase x template ensemble of the official `encode_text_with_prompt_ensemble`."""
+
+    def sentences(states: tuple[str, ...]) -> list[str]:
+        return [t.format(s.format(class_name)) for s in states for t in CLIP_AC_TEMPLATES]
+
+    return ensemble_text_features(
+        text_encoder, sentences(CLIP_AC_NORMAL_STATES), sentences(CLIP_AC_ABNORMAL_STATES)
+    )

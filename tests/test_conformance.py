@@ -1,0 +1,66 @@
+"""The package reproduces the official implementation's outputs on the shared conformance bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import require_shared
+
+from anomalyclip.cli import main
+from anomalyclip.conformance import bundle_config, run_conformance
+
+EXPECTED_GROUPS = ("preprocessed", "masks", "text_features", "image_features", "patch_tokens_l24", "anomaly_map",
+                   "image_scores", "loss_total", "grad_ctx_pos", "grad_compound_0", "ctx_pos_after_step",
+                   "metric_pixel_aupro", "metric_image_ap")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["default", "nodpam"])
+def test_conformance_cli_json_passes(name, capsys):
+    bundle = require_shared("conformance", name)
+    status = main(["conformance", str(bundle), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert failed == [] and report["passed"] and status == 0
+    names = {c["name"] for c in report["checks"]}
+    assert set(EXPECTED_GROUPS) <= names
+    assert all(set(c) >= {"name", "max_abs", "tol", "ok"} for c in report["checks"])
+
+
+def test_every_expected_array_is_checked():
+    bundle = require_shared("conformance", "default")
+    import numpy as np
+
+    keys = set(np.load(bundle / "expected.npz").files)
+    checked = {c.name for c in run_conformance(bundle).checks}
+    assert keys <= checked
+
+
+def test_bundle_settings_are_read_from_config():
+    config, _ = bundle_config(require_shared("conformance", "nodpam"))
+    assert config.vision.features_list == (24,) and config.vision.dpam_blocks == 0
+    config, _ = bundle_config(require_shared("conformance", "default"))
+    assert config.vision.features_list == (6, 12, 18, 24) and config.vision.dpam_blocks == 19
+
+
+def test_a_changed_expectation_fails(tmp_path, capsys):
+    """A bundle whose expected output was altered must fail, with the altered check named."""
+    import numpy as np
+
+    source = require_shared("conformance", "default")
+    bundle = tmp_path / "altered"
+    shutil.copytree(source, bundle)
+    data = dict(np.load(bundle / "expected.npz"))
+    data["image_scores"] = data["image_scores"] + 1e-3
+    np.savez(bundle / "expected.npz", **data)
+    status = main(["conformance", str(bundle)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert any(line.startswith("image_scores") and line.endswith("FAIL") for line in out.splitlines())
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path, capsys):
+    assert main(["conformance", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and "nowhere" in err
