@@ -339,15 +339,18 @@ def walk_class_folders(
 def class_folders_layout(
     normal: str, anomalous: Sequence[str], category: str, base: str | None = None
 ) -> Layout:
-    def base_dir(root: Path) -> Path:
-        return (child(root, base) or root) if base else root
+    """Class folders directly in ROOT, or in its `base` sub-folder when one is named (then it must exist)."""
+
+    def base_dir(root: Path) -> Path | None:
+        return child(root, base) if base else root
 
     def detect(root: Path) -> bool:
-        return all(child(base_dir(root), name) for name in (normal, *anomalous))
+        folder = base_dir(root)
+        return folder is not None and all(child(folder, name) for name in (normal, *anomalous))
 
     where = f"{base}/" if base else ""
     return Layout(
-        f"class folders {normal}/ vs {'/, '.join(anomalous)}/",
+        f"class folders {where}{normal}/ vs {'/, '.join(anomalous)}/",
         f"{where}{normal}/* (normal) and {', '.join(f'{where}{a}/*' for a in anomalous)} (anomalous)",
         detect,
         lambda root, threshold: walk_class_folders(base_dir(root), normal, anomalous, category),

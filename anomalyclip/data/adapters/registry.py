@@ -123,6 +123,7 @@ DATASETS: dict[str, DatasetInfo] = {
             False,
             [class_folders_layout("no", ["yes"], "brain", "brain_tumor_dataset")],
             ["brain"],
+            [class_folders_layout("no", ["yes"], "brain")],
         ),
         _info("br35h", "Br35H", "medical", False, [class_folders_layout("no", ["yes"], "brain")], ["brain"]),
         _info(
