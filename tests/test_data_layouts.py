@@ -194,9 +194,7 @@ def test_meta_json_round_trip(tmp_path):
     assert set(meta) == {"train", "test"} and set(meta["test"]) == {"widget"}
     item = next(i for i in meta["test"]["widget"] if i["anomaly"] == 1)
     assert set(item) == {"img_path", "mask_path", "cls_name", "specie_name", "anomaly"}
-    assert item["img_path"].startswith("widget/test/") and item["mask_path"].startswith(
-        "widget/ground_truth/"
-    )
+    assert item["img_path"].startswith("widget/test/") and item["mask_path"].startswith("widget/ground_truth/")
     assert next(i for i in meta["train"]["widget"])["mask_path"] == ""
     assert sorted(read_meta_json(path).records, key=str) == sorted(records, key=str)
     assert sorted(load_records(tmp_path, "meta_json", split=None), key=str) == sorted(records, key=str)
@@ -206,9 +204,7 @@ def test_official_meta_json_quirks(tmp_path):
     """DAGM's script writes 'Train'/'Test', image-level scripts absolute paths and mask '' for anomalies."""
     image = write_image(tmp_path / "yes" / "y1.jpg")
     meta = {
-        "Test": {
-            "brain": [dict(img_path=str(image), mask_path="", cls_name="brain", specie_name="yes", anomaly=1)]
-        }
+        "Test": {"brain": [dict(img_path=str(image), mask_path="", cls_name="brain", specie_name="yes", anomaly=1)]}
     }
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     [record] = load_records(tmp_path, "meta_json")

@@ -76,9 +76,7 @@ def check_dataset(
     decoded = {(p.record.image, p.record.mask) for p in report.problems if p.record is not None}
     for record in records:
         key = (record.image, record.mask)
-        if (
-            key in decoded
-        ):  # SDD thirds share one file pair: decode it once, and never after a listing problem
+        if key in decoded:  # SDD thirds share one file pair: decode it once, and never after a listing problem
             continue
         decoded.add(key)
         for problem in file_problems(record, mask_threshold):
@@ -106,9 +104,7 @@ def format_report(report: CheckReport, limit: int | None = 20) -> str:
         lines.append(f"{category:<28}{split:<7}{name:<10}{n:>7}{masks:>7}{n - masks:>9}")
     lines += [f"note: {note}" for note in report.notes]
     for kind in dict.fromkeys(p.kind for p in report.problems):
-        lines += _capped(
-            [f"problem: {p}" for p in report.problems if p.kind == kind], limit, f"'{kind}' problems"
-        )
+        lines += _capped([f"problem: {p}" for p in report.problems if p.kind == kind], limit, f"'{kind}' problems")
     skipped = report.skipped
     if skipped:
         lines.append(f"skipped {len(skipped)} images:")

@@ -52,7 +52,8 @@ def run_download(args: argparse.Namespace) -> int:
 
     if args.list or args.name is None:
         for name, source in DATASET_SOURCES.items():
-            print(f"{name}: {source}")
+            how = "download" if source.url else "manual (see the homepage)"
+            print(f"{name:<10} {source.title}: {how}; licence {source.licence}")
         return 0 if args.list else 2
     if args.root is None:
         raise DataError("data download: --root DIR is required; expected the folder to download into")
@@ -65,9 +66,7 @@ def run_meta_json(args: argparse.Namespace) -> int:
     from anomalyclip.data.adapters.registry import load_records
     from anomalyclip.data.meta_json import write_meta_json
 
-    records = load_records(
-        args.root, args.dataset, None, mask_threshold=_threshold(args), skip_bad=args.skip_bad
-    )
+    records = load_records(args.root, args.dataset, None, mask_threshold=_threshold(args), skip_bad=args.skip_bad)
     path = write_meta_json(records, args.root, args.out)
     print(f"wrote {len(records)} records to {path}")
     return 0
@@ -83,9 +82,7 @@ def run_prepare_sdd(args: argparse.Namespace) -> int:
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset root folder")
     parser.add_argument("--dataset", default="auto", help="dataset name (see data/README.md) or 'auto'")
-    parser.add_argument(
-        "--skip-bad", action="store_true", help="go on past problems and list what was skipped"
-    )
+    parser.add_argument("--skip-bad", action="store_true", help="go on past problems and list what was skipped")
     _mask_options(parser)
 
 
@@ -96,25 +93,19 @@ def _mask_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MASK_THRESHOLD,
         help="mask grey value (0-255) from which a pixel is anomalous (default %(default)s)",
     )
-    parser.add_argument(
-        "--official-masks", action="store_true", help="the official rule: any value > 0 is anomalous"
-    )
+    parser.add_argument("--official-masks", action="store_true", help="the official rule: any value > 0 is anomalous")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data` command group to the top-level parser."""
-    data = subparsers.add_parser(
-        "data", help="dataset checks, synthetic data, downloads", description=__doc__
-    )
+    data = subparsers.add_parser("data", help="dataset checks, synthetic data, downloads", description=__doc__)
     commands = data.add_subparsers(dest="data_command", required=True)
 
     check = commands.add_parser("check", help="count a dataset and report every problem by file name")
     _dataset_options(check)
     check.add_argument("--split", choices=("train", "test", "all"), default="all")
     check.add_argument("--category", action="append", help="check only this category (repeatable)")
-    check.add_argument(
-        "--show-all", action="store_true", help="print every problem, not the first 20 per kind"
-    )
+    check.add_argument("--show-all", action="store_true", help="print every problem, not the first 20 per kind")
     check.set_defaults(func=run_check)
 
     synth = commands.add_parser("synth", help="write the deterministic synthetic MVTec-like dataset")
@@ -130,9 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     download = commands.add_parser("download", help="download and unpack a dataset, or say how to get it")
     download.add_argument("name", nargs="?", help="dataset name")
     download.add_argument("--root", help="folder to download into")
-    download.add_argument(
-        "--base-url", default=None, help="mirror to download from instead of the official address"
-    )
+    download.add_argument("--base-url", default=None, help="mirror to download from instead of the official address")
     download.add_argument("--no-progress", action="store_true")
     download.add_argument("--list", action="store_true", help="list the datasets and their sources")
     download.set_defaults(func=run_download)

@@ -15,9 +15,7 @@ from anomalyclip.data.transforms import ImageTransform, MaskTransform
 from anomalyclip.errors import DataError
 
 
-def load_pair(
-    record: Record, mask_threshold: int = DEFAULT_MASK_THRESHOLD
-) -> tuple[Image.Image, Image.Image]:
+def load_pair(record: Record, mask_threshold: int = DEFAULT_MASK_THRESHOLD) -> tuple[Image.Image, Image.Image]:
     """Image and binary 'L' mask of one size; a record without mask gets zeros of the image's own size."""
     image = read_image(record.image, record.crop)
     if record.mask is None:
@@ -34,9 +32,7 @@ def load_pair(
 class AnomalyDataset(torch.utils.data.Dataset):
     """Items {image (3,S,S), mask (1,S,S) 0/1, label, category, defect, path}, official transforms."""
 
-    def __init__(
-        self, records: Sequence[Record], image_size: int = 518, mask_threshold: int = DEFAULT_MASK_THRESHOLD
-    ):
+    def __init__(self, records: Sequence[Record], image_size: int = 518, mask_threshold: int = DEFAULT_MASK_THRESHOLD):
         self.records = list(records)
         self.image_transform = ImageTransform(image_size)
         self.mask_transform = MaskTransform(image_size)

@@ -60,9 +60,7 @@ def _open(path: Path) -> Image.Image:
     except DataError:
         raise
     except Exception as err:
-        raise DataError(
-            f"{path}: unreadable or truncated image ({err}); expected a complete image file"
-        ) from err
+        raise DataError(f"{path}: unreadable or truncated image ({err}); expected a complete image file") from err
     if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -88,9 +86,7 @@ def read_image(path: str | Path, crop: Box | None = None) -> Image.Image:
     return _crop(_open(Path(path)), crop, Path(path))
 
 
-def read_mask(
-    path: str | Path, threshold: int = DEFAULT_MASK_THRESHOLD, crop: Box | None = None
-) -> Image.Image:
+def read_mask(path: str | Path, threshold: int = DEFAULT_MASK_THRESHOLD, crop: Box | None = None) -> Image.Image:
     """The mask binarised to an 'L' image of 0/255: grey value >= threshold is anomalous.
 
     A mask whose largest value is 1 (stored as 0/1) counts its 1s as anomalous whatever the threshold.

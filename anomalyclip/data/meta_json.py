@@ -27,18 +27,14 @@ def read_meta_json(path: str | Path, root: str | Path | None = None) -> Listing:
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read meta.json ({err}); expected the official JSON format") from err
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
-        raise DataError(
-            f"{path}: expected {{'train': {{category: [items]}}, 'test': {{...}}}} at the top level"
-        )
+        raise DataError(f"{path}: expected {{'train': {{category: [items]}}, 'test': {{...}}}} at the top level")
     listing = Listing()
     for phase, categories in meta.items():
         for category, items in categories.items():
             for index, item in enumerate(items):
                 missing = [k for k in ITEM_KEYS if k not in item and k != "specie_name"]
                 if missing:
-                    raise DataError(
-                        f"{path}: {phase}/{category}[{index}] lacks {missing}; expected keys {ITEM_KEYS}"
-                    )
+                    raise DataError(f"{path}: {phase}/{category}[{index}] lacks {missing}; expected keys {ITEM_KEYS}")
                 label = int(item["anomaly"])
                 mask = root / item["mask_path"] if label and item["mask_path"] else None
                 if mask is not None and mask.is_dir():

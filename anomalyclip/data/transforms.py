@@ -18,13 +18,13 @@ class ImageTransform:
 
     def __init__(self, size: int, mean: tuple[float, ...] = OPENAI_MEAN, std: tuple[float, ...] = OPENAI_STD):
         self.size = int(size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         resized = image.resize((self.size, self.size), Image.Resampling.BICUBIC).convert("RGB")
-        tensor = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div_(255.0)
-        return tensor.sub_(self.mean).div_(self.std)
+        array = (np.asarray(resized, dtype=np.float32) / np.float32(255.0) - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
@@ -37,7 +37,7 @@ class MaskTransform:
         self.size = int(size)
 
     def __call__(self, mask: Image.Image | None) -> torch.Tensor:
-        if mask is None:
+        if mask is None or mask.getbbox() is None:
             return torch.zeros(1, self.size, self.size)
         resized = np.asarray(mask.convert("L").resize((self.size, self.size), Image.Resampling.BILINEAR))
         return torch.from_numpy(resized > 127).float().unsqueeze(0)

@@ -43,9 +43,7 @@ def image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -60,11 +58,7 @@ def child(folder: Path, name: str) -> Path | None:
 
 
 def subdirs(folder: Path) -> list[Path]:
-    return (
-        sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if folder.is_dir()
-        else []
-    )
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def match_masks(images: Sequence[Path], masks: Sequence[Path], patterns: Sequence[str]) -> dict[Path, Path]:
@@ -116,9 +110,7 @@ def walk_mvtec(root: Path, normal: str = NORMAL) -> Listing:
                 pairs = match_masks(images, masks, MVTEC_MASK_PATTERNS)
                 defect = NORMAL if is_normal else defect_dir.name
                 listing.records += [
-                    Record(
-                        p, None if is_normal else pairs.get(p), category, defect, int(not is_normal), split
-                    )
+                    Record(p, None if is_normal else pairs.get(p), category, defect, int(not is_normal), split)
                     for p in images
                 ]
                 if split == "test":
@@ -228,9 +220,7 @@ def walk_dagm(root: Path, threshold: int) -> Listing:
             masks = image_files(label_dir) if label_dir else []
             pairs = match_masks(images, masks, ("{stem}_label",))
             listing.records += [
-                Record(
-                    p, pairs.get(p), cat_dir.name, "defect" if p in pairs else NORMAL, int(p in pairs), split
-                )
+                Record(p, pairs.get(p), cat_dir.name, "defect" if p in pairs else NORMAL, int(p in pairs), split)
                 for p in images
             ]
             listing.problems += orphan_problems(masks, set(pairs.values()), cat_dir.name)
@@ -278,9 +268,7 @@ def walk_headct(root: Path, threshold: int, category: str = "brain") -> Listing:
         image = by_id.get(int(ident))
         if image is None:
             missing = (image_dir or root) / f"{int(ident):03d}.png"
-            listing.problems.append(
-                Problem(MISSING_FILE, missing, f"{missing}: id {ident} of {csv_path} has no image")
-            )
+            listing.problems.append(Problem(MISSING_FILE, missing, f"{missing}: id {ident} of {csv_path} has no image"))
             continue
         labelled.add(image)
         anomalous = value == "1"
@@ -326,19 +314,14 @@ def walk_class_folders(
             listing.notes.append(f"left out {[d.name for d in subdirs(folder) if d != nested]} in {folder}")
         is_normal = key == normal.lower()
         listing.records += [
-            Record(p, None, category, NORMAL if is_normal else folder.name, int(not is_normal), "test")
-            for p in images
+            Record(p, None, category, NORMAL if is_normal else folder.name, int(not is_normal), "test") for p in images
         ]
         if not images:
-            listing.problems.append(
-                Problem(EMPTY_CATEGORY, folder, f"{folder}: class folder has no images", category)
-            )
+            listing.problems.append(Problem(EMPTY_CATEGORY, folder, f"{folder}: class folder has no images", category))
     return listing
 
 
-def class_folders_layout(
-    normal: str, anomalous: Sequence[str], category: str, base: str | None = None
-) -> Layout:
+def class_folders_layout(normal: str, anomalous: Sequence[str], category: str, base: str | None = None) -> Layout:
     """Class folders directly in ROOT, or in its `base` sub-folder when one is named (then it must exist)."""
 
     def base_dir(root: Path) -> Path | None:
@@ -373,9 +356,7 @@ def walk_paired(
     if image_dir != mask_dir:
         listing.problems += orphan_problems(masks, used, category)
     if not images:
-        listing.problems.append(
-            Problem(EMPTY_CATEGORY, root / image_dir, f"{root / image_dir}: no images", category)
-        )
+        listing.problems.append(Problem(EMPTY_CATEGORY, root / image_dir, f"{root / image_dir}: no images", category))
     return listing
 
 
@@ -398,9 +379,7 @@ def paired_layout(
     same = image_dir == mask_dir
     return Layout(
         f"paired {image_dir}/ + {mask_dir}/",
-        f"{image_dir}/<name>.* with masks {mask_dir}/{mask_hint}"
-        if not same
-        else f"<name>.* beside {mask_hint}",
+        f"{image_dir}/<name>.* with masks {mask_dir}/{mask_hint}" if not same else f"<name>.* beside {mask_hint}",
         detect,
         lambda root, threshold: walk_paired(root, image_dir, mask_dir, patterns, category, defect),
     )

@@ -181,9 +181,7 @@ DATASETS: dict[str, DatasetInfo] = {
             ["colon"],
             [paired_layout("images", "masks", *_POLYP)],
         ),
-        _info(
-            "kvasir", "Kvasir-SEG", "medical", True, [paired_layout("images", "masks", *_POLYP)], ["colon"]
-        ),
+        _info("kvasir", "Kvasir-SEG", "medical", True, [paired_layout("images", "masks", *_POLYP)], ["colon"]),
         _info(
             "endo",
             "EndoTect 2020 (Endo)",
@@ -273,9 +271,7 @@ def select(
     """Records and problems of one split and some categories (None: all); unknown names are errors."""
     if split is not None and split not in SPLITS:
         raise DataError(f"split {split!r}; expected one of {SPLITS} or None for all")
-    found = sorted(
-        {r.category for r in listing.records} | {p.category for p in listing.problems if p.category}
-    )
+    found = sorted({r.category for r in listing.records} | {p.category for p in listing.problems if p.category})
     unknown = sorted(set(categories or ()) - set(found))
     if unknown:
         raise DataError(f"{root}: categories {unknown} not found; expected some of {found}")
@@ -284,8 +280,7 @@ def select(
     problems = [
         p
         for p in listing.problems
-        if (p.category is None or p.category in keep)
-        and (p.record is None or split is None or p.record.split == split)
+        if (p.category is None or p.category in keep) and (p.record is None or split is None or p.record.split == split)
     ]
     return records, problems
 
@@ -310,15 +305,11 @@ def load_records(
         log.info("%s: %s", info.name, note)
     if problems and not skip_bad:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DataError(
-            f"{problems[0].message}{more}; run 'anomalyclip data check {root} --dataset {info.name}'"
-        )
+        raise DataError(f"{problems[0].message}{more}; run 'anomalyclip data check {root} --dataset {info.name}'")
     bad = {p.record for p in problems if p.record is not None}
     for problem in problems:
         log.warning("skip_bad: %s", problem)
     records = [r for r in records if r not in bad]
     if not records:
-        raise DataError(
-            f"{root}: no usable {split or 'any'}-split images for {info.title}; expected at least one"
-        )
+        raise DataError(f"{root}: no usable {split or 'any'}-split images for {info.title}; expected at least one")
     return records

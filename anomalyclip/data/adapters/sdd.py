@@ -41,9 +41,7 @@ def walk_kolektor(root: Path, threshold: int) -> Listing:
             label = pairs.get(image)
             if label is None:
                 listing.problems.append(
-                    Problem(
-                        MISSING_MASK, image, f"{image}: no {image.stem}_label.bmp beside it", SDD_CATEGORY
-                    )
+                    Problem(MISSING_MASK, image, f"{image}: no {image.stem}_label.bmp beside it", SDD_CATEGORY)
                 )
                 continue
             try:
