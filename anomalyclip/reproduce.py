@@ -1,0 +1,373 @@
+"""`anomalyclip reproduce`: run the numbered notebooks of a profile with papermill into `reports/<profile>/`.
+
+A profile is a small YAML mapping: shared `parameters` (must name the `backbone`) and a list of `notebooks`, each a
+name from `notebooks/` with its own `parameters`. `smoke` and `paper` ship with the package; any other file works the
+same. Each notebook gets the shared parameters, then its own, then `out_dir`, `data_root`, `weights` and `device`
+from the command line; paths are made absolute. `data_root: auto` means `../shared/datasets` beside the checkout (or
+`$ANOMALYCLIP_SHARED/datasets`) when it exists, else none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.reports import write_manifest
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES = ("smoke", "paper")
+"""Profiles shipped as package data in `anomalyclip/profiles/`."""
+KERNEL_NAME = "python3"
+PATH_PARAMETERS = ("out_dir", "data_root", "weights")
+AUTO = "auto"
+REPORT_FOLDERS = ("notebooks", "tables", "figures")
+
+
+class ReproduceError(AnomalyCLIPError):
+    """A profile, notebook or path the reproduce job cannot use."""
+
+
+class NotebookFailedError(ReproduceError):
+    """A notebook raised while it ran; the executed copy with the traceback is at `output`."""
+
+    def __init__(self, notebook: str, output: Path, message: str) -> None:
+        super().__init__(message)
+        self.notebook = notebook
+        self.output = output
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """One notebook of a profile and the parameters it overrides."""
+
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Shared parameters and the notebooks to run, in order."""
+
+    name: str
+    parameters: dict[str, Any]
+    notebooks: tuple[NotebookSpec, ...]
+    description: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A notebook as it will run: input, executed copy, and the parameters papermill injects."""
+
+    name: str
+    input: Path
+    output: Path
+    parameters: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------------- profiles
+
+
+def _mapping(value: Any, what: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ReproduceError(f"{source}: {what} must be a mapping of names to values, got {value!r}")
+    return dict(value)
+
+
+def _notebook_spec(entry: Any, source: str) -> NotebookSpec:
+    if isinstance(entry, str):
+        return NotebookSpec(entry)
+    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and set(entry) <= {"name", "parameters"}:
+        return NotebookSpec(entry["name"], _mapping(entry.get("parameters"), f"parameters of {entry['name']}", source))
+    raise ReproduceError(f"{source}: each notebook must be a name or {{name: ..., parameters: {{...}}}}, got {entry!r}")
+
+
+def parse_profile(data: Any, name: str, source: str) -> Profile:
+    """Validate a profile's YAML content: `parameters` with a `backbone`, and a non-empty list of `notebooks`."""
+    if not isinstance(data, Mapping):
+        raise ReproduceError(f"{source}: a profile must be a mapping with 'parameters' and 'notebooks'")
+    unknown = sorted(set(data) - {"description", "parameters", "notebooks"})
+    if unknown:
+        raise ReproduceError(f"{source}: unknown key(s) {unknown}; expected description, parameters, notebooks")
+    parameters = _mapping(data.get("parameters"), "parameters", source)
+    if not isinstance(parameters.get("backbone"), str):
+        raise ReproduceError(f"{source}: parameters must name the 'backbone' (e.g. tiny or ViT-L-14-336)")
+    entries = data.get("notebooks")
+    if not isinstance(entries, list) or not entries:
+        raise ReproduceError(f"{source}: 'notebooks' must be a non-empty list")
+    notebooks = tuple(_notebook_spec(entry, source) for entry in entries)
+    names = [nb.name for nb in notebooks]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ReproduceError(f"{source}: notebook(s) {repeated} listed more than once")
+    return Profile(name, parameters, notebooks, str(data.get("description") or ""), source)
+
+
+def load_profile(profile: str | os.PathLike) -> Profile:
+    """A shipped profile by name (`smoke`, `paper`) or a YAML file; its name is the file's stem."""
+    if str(profile) in PROFILES:
+        resource = resources.files("anomalyclip") / "profiles" / f"{profile}.yaml"
+        text, source, name = resource.read_text(), f"anomalyclip/profiles/{profile}.yaml", str(profile)
+    else:
+        path = Path(profile)
+        if not path.is_file():
+            raise ReproduceError(f"profile {profile!r} is neither one of {list(PROFILES)} nor a YAML file")
+        text, source, name = path.read_text(), str(path), path.stem
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ReproduceError(f"{source} is not valid YAML: {err}") from err
+    return parse_profile(data, name, source)
+
+
+def select_notebooks(profile: Profile, selection: Sequence[str] | None) -> tuple[NotebookSpec, ...]:
+    """The notebooks named (or number-prefixed, e.g. `01`) in `selection`, in profile order; all when None."""
+    if not selection:
+        return profile.notebooks
+    chosen = set()
+    for token in selection:
+        matches = [nb.name for nb in profile.notebooks if token in (nb.name, nb.name.split("_", 1)[0])]
+        if len(matches) != 1:
+            raise ReproduceError(
+                f"--notebooks {token!r} matches {len(matches)} notebooks of profile {profile.name!r}; "
+                f"expected one of {[nb.name for nb in profile.notebooks]} or their number prefix"
+            )
+        chosen.add(matches[0])
+    return tuple(nb for nb in profile.notebooks if nb.name in chosen)
+
+
+def shared_datasets_dir() -> Path | None:
+    """The read-only dataset bundle beside the checkout ($ANOMALYCLIP_SHARED/datasets), if present."""
+    shared = Path(os.environ.get("ANOMALYCLIP_SHARED", REPO_ROOT.parent / "shared"))
+    return shared / "datasets" if (shared / "datasets").is_dir() else None
+
+
+def _resolve_paths(parameters: dict[str, Any]) -> dict[str, Any]:
+    resolved = dict(parameters)
+    if resolved.get("data_root") == AUTO:
+        resolved["data_root"] = shared_datasets_dir()
+    for key in PATH_PARAMETERS:
+        if resolved.get(key) is not None:
+            resolved[key] = str(Path(resolved[key]).expanduser().resolve())
+    return resolved
+
+
+def merged_parameters(
+    profile: Profile, overrides: Mapping[str, Any], notebook: NotebookSpec | None = None
+) -> dict[str, Any]:
+    """The profile's shared parameters, then the notebook's own, then the given (not None) overrides; paths made
+    absolute and `data_root: auto` resolved."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return _resolve_paths({**profile.parameters, **(notebook.parameters if notebook else {}), **given})
+
+
+def plan(
+    profile: Profile,
+    out_dir: str | os.PathLike,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    notebooks: Sequence[str] | None = None,
+    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+) -> list[PlannedRun]:
+    """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters."""
+    top = {**(overrides or {}), "out_dir": out_dir}
+    return [
+        PlannedRun(
+            nb.name,
+            Path(notebooks_dir) / f"{nb.name}.ipynb",
+            Path(out_dir) / "notebooks" / f"{nb.name}.ipynb",
+            merged_parameters(profile, top, nb),
+        )
+        for nb in select_notebooks(profile, notebooks)
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------- kernel
+
+
+def _runs_this_python(name: str) -> bool:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec(name).argv[0]
+    except NoSuchKernel:
+        return False
+    found = shutil.which(argv0)
+    return found is not None and os.path.realpath(found) == os.path.realpath(sys.executable)
+
+
+@contextlib.contextmanager
+def python_kernel(name: str = KERNEL_NAME) -> Iterator[str]:
+    """A Jupyter kernel `name` that runs this interpreter: the installed one when it does, else a temporary
+    kernelspec for `sys.executable` put first on JUPYTER_PATH (restored afterwards)."""
+    if _runs_this_python(name):
+        yield name
+        return
+    from ipykernel.kernelspec import write_kernel_spec
+
+    previous = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="anomalyclip-kernels-") as tmp:
+        write_kernel_spec(Path(tmp) / "kernels" / name, overrides={"display_name": f"Python 3 ({sys.executable})"})
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, *([previous] if previous else [])])
+        try:
+            yield name
+        finally:
+            if previous is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = previous
+
+
+# ------------------------------------------------------------------------------------------------------------ run
+
+
+def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(
+            str(run.input),
+            str(run.output),
+            parameters=run.parameters,
+            kernel_name=kernel,
+            cwd=str(cwd),
+            progress_bar=False,
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailedError(
+            run.name,
+            run.output,
+            f"notebook {run.name} failed at In [{err.exec_count}] with {err.ename}: {err.evalue} "
+            f"(the executed notebook with the traceback is {run.output})",
+        ) from err
+
+
+def reproduce(
+    profile: str | os.PathLike | Profile = "smoke",
+    out: str | os.PathLike = "reports",
+    *,
+    data_root: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    device: str | None = None,
+    notebooks: Sequence[str] | None = None,
+    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+) -> Path:
+    """Run a profile's notebooks into `out`/<profile>/ and return its manifest; a failing notebook stops the job
+    (the manifest then records what ran and the failure)."""
+    profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    out_dir = Path(out).resolve() / profile.name
+    overrides = {"data_root": data_root, "weights": weights, "device": device}
+    for key, path in (("--data-root", data_root), ("--weights", weights)):
+        if path is not None and not Path(path).exists():
+            raise ReproduceError(f"{key} {path} does not exist")
+    runs = plan(profile, out_dir, overrides=overrides, notebooks=notebooks, notebooks_dir=notebooks_dir)
+    missing = [str(r.input) for r in runs if not r.input.is_file()]
+    if missing:
+        raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
+    for folder in REPORT_FOLDERS:
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    shared = merged_parameters(profile, {**overrides, "out_dir": out_dir})
+    wall_time: dict[str, float] = {}
+    failure: NotebookFailedError | None = None
+    with python_kernel() as kernel:
+        for run in runs:
+            log.info("running %s -> %s", run.input, run.output)
+            start = time.perf_counter()
+            try:
+                _execute(run, kernel, Path(notebooks_dir).resolve())
+            except NotebookFailedError as err:
+                failure = err
+            wall_time[run.name] = time.perf_counter() - start
+            if failure:
+                break
+            log.info("%s done in %.1f s", run.name, wall_time[run.name])
+    manifest = write_manifest(
+        out_dir,
+        parameters={"shared": shared, "notebooks": {r.name: r.parameters for r in runs}},
+        notebooks_wall_time=wall_time,
+        backbone=shared["backbone"],
+        pretrained=shared.get("weights") or shared.get("pretrained"),
+        device=str(shared.get("device", "cpu")),
+        extra={
+            "profile": profile.name,
+            "profile_source": profile.source,
+            "notebooks_dir": str(Path(notebooks_dir).resolve()),
+            "status": "failed" if failure else "ok",
+            "failure": str(failure) if failure else None,
+        },
+    )
+    if failure:
+        raise failure
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """`anomalyclip reproduce [--profile smoke|paper|FILE.yaml] [--out reports] [--notebooks 01,03] [--dry-run] ...`."""
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="run the notebooks of a profile with papermill into reports/<profile>/",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--profile", default="smoke", help="smoke (default), paper, or a profile YAML file")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
+    parser.add_argument("--data-root", type=Path, help="folder with the datasets (injected as data_root)")
+    parser.add_argument("--weights", type=Path, help="CLIP weights file, instead of the profile's pretrained tag")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the profile's)")
+    parser.add_argument("--notebooks", help="comma-separated notebook names or numbers, e.g. 01,03 (default: all)")
+    parser.add_argument(
+        "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=f"folder of the notebooks (default: {NOTEBOOKS_DIR})"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print what would run, with parameters, and stop")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    selection = [t.strip() for t in args.notebooks.split(",") if t.strip()] if args.notebooks else None
+    if args.dry_run:
+        profile = load_profile(args.profile)
+        overrides = {"data_root": args.data_root, "weights": args.weights, "device": args.device}
+        out_dir = args.out.resolve() / profile.name
+        for run in plan(profile, out_dir, overrides=overrides, notebooks=selection, notebooks_dir=args.notebooks_dir):
+            status = "" if run.input.is_file() else "  (MISSING)"
+            print(f"{run.name}: {run.input} -> {run.output}{status}")
+            print(f"  parameters: {json.dumps(run.parameters, sort_keys=True)}")
+        return 0
+    manifest = reproduce(
+        args.profile,
+        args.out,
+        data_root=args.data_root,
+        weights=args.weights,
+        device=args.device,
+        notebooks=selection,
+        notebooks_dir=args.notebooks_dir,
+    )
+    times = json.loads(manifest.read_text())["notebooks_wall_time_s"]
+    for name, seconds in times.items():
+        print(f"{name:32s} {seconds:8.1f} s")
+    print(f"reports in {manifest.parent}, manifest {manifest}")
+    return 0

@@ -1,0 +1,211 @@
+"""The reproduce job: profiles, parameter injection, papermill runs of tiny notebooks, failures and the kernel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from anomalyclip import reproduce as rp
+from anomalyclip.reproduce import NotebookFailedError, ReproduceError, load_profile, parse_profile
+
+SIX = (
+    "01_clip_misalignment",
+    "02_prompt_design",
+    "03_deep_text_prompting",
+    "04_vv_attention_ablation",
+    "05_training",
+    "06_evaluation_17_datasets",
+)
+RECORD = """
+import json, os, pathlib
+folder = pathlib.Path(out_dir) / "tables"
+(folder / f"{name}.json").write_text(json.dumps({
+    "out_dir": out_dir, "device": device, "data_root": data_root, "weights": weights, "backbone": backbone,
+    "greeting": greeting, "cwd": os.getcwd(),
+}))
+"""
+
+
+def _notebook(path: Path, body: str) -> None:
+    parameters = new_code_cell(
+        'out_dir = None\ndevice = "cpu"\ngreeting = "default"', metadata={"tags": ["parameters"]}
+    )
+    nb = new_notebook(cells=[parameters, new_code_cell(body)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    rp.register(parser.add_subparsers())
+    args = parser.parse_args(["reproduce", *argv])
+    return args.func(args)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_first.ipynb", f"name = '01_first'\n{RECORD}")
+    _notebook(notebooks / "02_second.ipynb", f"name = '02_second'\n{RECORD}")
+    _notebook(notebooks / "03_broken.ipynb", "raise ValueError('boom in the third')")
+    profile = {
+        "parameters": {"backbone": "tiny", "pretrained": None, "weights": None, "data_root": None, "device": "cpu"},
+        "notebooks": [{"name": "01_first", "parameters": {"greeting": "hello"}}, "02_second", "03_broken"],
+    }
+    (tmp_path / "mine.yaml").write_text(json.dumps(profile))
+    return tmp_path
+
+
+def test_shipped_profiles_list_the_six_notebooks() -> None:
+    for name, backbone in (("smoke", "tiny"), ("paper", "ViT-L-14-336")):
+        profile = load_profile(name)
+        assert profile.name == name and profile.parameters["backbone"] == backbone
+        assert tuple(nb.name for nb in profile.notebooks) == SIX
+        assert {"out_dir", "device", "data_root", "weights"} - {"out_dir"} <= set(profile.parameters)
+
+
+def test_profile_validation_names_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ReproduceError, match="must name the 'backbone'"):
+        parse_profile({"notebooks": ["01"]}, "x", "x.yaml")
+    with pytest.raises(ReproduceError, match="non-empty list"):
+        parse_profile({"parameters": {"backbone": "tiny"}, "notebooks": []}, "x", "x.yaml")
+    with pytest.raises(ReproduceError, match=r"x.yaml: unknown key\(s\) \['notebook'\]"):
+        parse_profile({"parameters": {"backbone": "tiny"}, "notebook": []}, "x", "x.yaml")
+    with pytest.raises(ReproduceError, match="listed more than once"):
+        parse_profile({"parameters": {"backbone": "tiny"}, "notebooks": ["a", {"name": "a"}]}, "x", "x.yaml")
+    with pytest.raises(ReproduceError, match="each notebook must be"):
+        parse_profile({"parameters": {"backbone": "tiny"}, "notebooks": [{"nom": "a"}]}, "x", "x.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("notebooks: [unclosed")
+    with pytest.raises(ReproduceError, match="bad.yaml is not valid YAML"):
+        load_profile(bad)
+    with pytest.raises(ReproduceError, match="neither one of"):
+        load_profile(tmp_path / "absent.yaml")
+
+
+def test_plan_merges_parameters_and_selects_by_number(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = load_profile(workspace / "mine.yaml")
+    monkeypatch.chdir(workspace)
+    runs = rp.plan(
+        profile,
+        workspace / "out",
+        overrides={"device": "cuda:1", "weights": "w.pt", "data_root": None},
+        notebooks=["02", "01_first"],
+        notebooks_dir=workspace / "notebooks",
+    )
+    assert [r.name for r in runs] == ["01_first", "02_second"]
+    first = runs[0].parameters
+    assert first["greeting"] == "hello" and first["device"] == "cuda:1" and first["data_root"] is None
+    assert first["weights"] == str(workspace / "w.pt") and first["out_dir"] == str(workspace / "out")
+    assert "greeting" not in runs[1].parameters
+    with pytest.raises(ReproduceError, match="'04' matches 0 notebooks"):
+        rp.select_notebooks(profile, ["04"])
+
+
+def test_data_root_auto_finds_the_shared_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = parse_profile({"parameters": {"backbone": "tiny", "data_root": "auto"}, "notebooks": ["a"]}, "p", "p")
+    monkeypatch.setenv("ANOMALYCLIP_SHARED", str(tmp_path))
+    assert rp.merged_parameters(profile, {})["data_root"] is None
+    (tmp_path / "datasets").mkdir()
+    assert rp.merged_parameters(profile, {})["data_root"] == str(tmp_path / "datasets")
+    assert rp.merged_parameters(profile, {"data_root": tmp_path})["data_root"] == str(tmp_path)
+
+
+def test_reproduce_runs_notebooks_with_papermill_and_writes_manifest(workspace: Path) -> None:
+    data = workspace / "data"
+    data.mkdir()
+    code = _cli(
+        "--profile",
+        str(workspace / "mine.yaml"),
+        "--out",
+        str(workspace / "reports"),
+        "--notebooks",
+        "01,02",
+        "--notebooks-dir",
+        str(workspace / "notebooks"),
+        "--data-root",
+        str(data),
+        "--device",
+        "cpu:0",
+    )
+    assert code == 0
+    out = workspace / "reports" / "mine"
+    assert sorted(p.name for p in (out / "notebooks").iterdir()) == ["01_first.ipynb", "02_second.ipynb"]
+    assert (out / "figures").is_dir()
+    seen = json.loads((out / "tables" / "01_first.json").read_text())
+    assert seen == {
+        "out_dir": str(out),
+        "device": "cpu:0",
+        "data_root": str(data),
+        "weights": None,
+        "backbone": "tiny",
+        "greeting": "hello",
+        "cwd": str(workspace / "notebooks"),
+    }
+    assert json.loads((out / "tables" / "02_second.json").read_text())["greeting"] == "default"
+    executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["notebooks_wall_time_s"]) == ["01_first", "02_second"]
+    assert manifest["honesty_banner"].startswith("RANDOM WEIGHTS (tiny)") and manifest["device"] == "cpu:0"
+    assert manifest["extra"]["status"] == "ok" and manifest["extra"]["profile"] == "mine"
+    assert manifest["parameters"]["notebooks"]["01_first"]["greeting"] == "hello"
+
+
+def test_a_failing_notebook_stops_the_job_with_its_error(workspace: Path) -> None:
+    with pytest.raises(
+        NotebookFailedError, match=r"notebook 03_broken failed at In \[3\] with ValueError: boom in the third"
+    ) as err:
+        rp.reproduce(
+            workspace / "mine.yaml", workspace / "reports", notebooks=["03"], notebooks_dir=workspace / "notebooks"
+        )
+    assert err.value.output == workspace / "reports" / "mine" / "notebooks" / "03_broken.ipynb"
+    assert err.value.output.is_file()
+    manifest = json.loads((workspace / "reports" / "mine" / "manifest.json").read_text())
+    assert manifest["extra"]["status"] == "failed" and "boom" in manifest["extra"]["failure"]
+
+
+def test_missing_notebooks_and_paths_fail_before_running(workspace: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ReproduceError, match="notebook\\(s\\) not found: .*01_clip_misalignment.ipynb"):
+        rp.reproduce("smoke", workspace / "reports", notebooks_dir=workspace / "nowhere")
+    with pytest.raises(ReproduceError, match="--weights .*absent.pt does not exist"):
+        rp.reproduce("smoke", workspace / "reports", weights=workspace / "absent.pt")
+    assert not (workspace / "reports").exists()
+    assert _cli("--dry-run", "--notebooks", "06", "--out", str(workspace / "r")) == 0
+    printed = capsys.readouterr().out
+    assert "06_evaluation_17_datasets" in printed and '"backbone": "tiny"' in printed
+    assert not (workspace / "r").exists()
+
+
+def test_python_kernel_falls_back_when_python3_runs_another_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    foreign = tmp_path / "kernels" / "python3"
+    foreign.mkdir(parents=True)
+    (foreign / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "other",
+                "language": "python",
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/nonexistent/python"
+    with rp.python_kernel() as name:
+        assert name == "python3"
+        assert KernelSpecManager().get_kernel_spec(name).argv[0] == sys.executable
+    assert os.environ["JUPYTER_PATH"] == str(tmp_path)
+    with rp.python_kernel() as name:
+        assert rp._runs_this_python(name)  # the temporary spec is one the next check accepts as is
