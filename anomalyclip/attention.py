@@ -39,9 +39,7 @@ def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool = 
     return attn.out_proj(merge_heads(out))
 
 
-def dual_attention(
-    attn: nn.MultiheadAttention, x: torch.Tensor, mode: DpamMode
-) -> tuple[torch.Tensor, torch.Tensor]:
+def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mode: DpamMode) -> tuple[torch.Tensor, torch.Tensor]:
     """DPAM: the original Q-K attention and the diagonally prominent one (V-V, Q-Q or K-K) on the same input.
 
     Both use the same scale (head_dim^-0.5) and out-projection; the second replaces queries and keys by the chosen

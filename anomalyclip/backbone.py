@@ -105,9 +105,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BackboneError(
-            f"{path} holds {type(obj).__name__}, expected a dict of tensors (a CLIP state dict)"
-        )
+        raise BackboneError(f"{path} holds {type(obj).__name__}, expected a dict of tensors (a CLIP state dict)")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -126,9 +124,7 @@ def _open_clip_with_file(name: str, path: Path) -> CLIP:
     if not path.is_file():
         raise BackboneError(f"weights file {path} does not exist")
     try:
-        return open_clip.create_model(
-            name, pretrained=str(path), force_quick_gelu=_needs_quick_gelu(name, "openai")
-        )
+        return open_clip.create_model(name, pretrained=str(path), force_quick_gelu=_needs_quick_gelu(name, "openai"))
     except RuntimeError as err:
         raise BackboneError(f"{path} does not fit the open_clip architecture {name!r}: {err}") from err
 
@@ -139,9 +135,7 @@ def _needs_quick_gelu(name: str, tag: str | os.PathLike | None) -> bool:
 
 def _open_clip_from_hub(name: str, tag: str | os.PathLike | None) -> CLIP:
     if name not in open_clip.list_models():
-        raise BackboneError(
-            f"unknown backbone {name!r}: expected 'tiny', a weights file, or an open_clip model name"
-        )
+        raise BackboneError(f"unknown backbone {name!r}: expected 'tiny', a weights file, or an open_clip model name")
     if tag is None:
         log.warning("backbone %s has random weights (no pretrained tag or file)", name)
         return open_clip.create_model(name)
@@ -151,8 +145,6 @@ def _open_clip_from_hub(name: str, tag: str | os.PathLike | None) -> CLIP:
         "`--backbone ViT-L-14-336 --pretrained /path/open_clip_model.safetensors`."
     )
     try:
-        return open_clip.create_model(
-            name, pretrained=str(tag), force_quick_gelu=_needs_quick_gelu(name, tag)
-        )
+        return open_clip.create_model(name, pretrained=str(tag), force_quick_gelu=_needs_quick_gelu(name, tag))
     except Exception as err:  # hub, HTTP and file errors arrive as many types; all mean "no weights"
         raise BackboneError(offline_hint.format(err=err)) from err

@@ -58,9 +58,7 @@ def checkpoint_config(path: str | os.PathLike) -> AnomalyCLIPConfig | None:
     return AnomalyCLIPConfig.from_dict(obj["config"]) if obj.get("format") == FORMAT else None
 
 
-def save_checkpoint(
-    path: str | os.PathLike, learner: PromptLearner, config: AnomalyCLIPConfig, **extra: Any
-) -> Path:
+def save_checkpoint(path: str | os.PathLike, learner: PromptLearner, config: AnomalyCLIPConfig, **extra: Any) -> Path:
     """The project format: prompt state, full configuration, and any extra state (epoch, optimiser, history)."""
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
     payload = {
@@ -148,9 +146,7 @@ def _check_shapes(path: Path, state: dict[str, torch.Tensor], learner: PromptLea
     expected = learner.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise CheckpointError(
-            f"{path} lacks prompt parameters {missing}; it was made with another configuration"
-        )
+        raise CheckpointError(f"{path} lacks prompt parameters {missing}; it was made with another configuration")
     deep_saved = sum(k.startswith("compound_prompts_text.") for k in state)
     if deep_saved != len(learner.compound_prompts_text):
         raise CheckpointError(

@@ -11,14 +11,17 @@ from anomalyclip.errors import AnomalyCLIPError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from anomalyclip import conformance
+    from anomalyclip import conformance, reproduce
     from anomalyclip.data import cli as data_cli
+    from anomalyclip.engine import cli as engine_cli
 
     parser = argparse.ArgumentParser(prog="anomalyclip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True)
     conformance.register(subparsers)
     data_cli.register(subparsers)
+    engine_cli.register(subparsers)
+    reproduce.register(subparsers)
     return parser
 
 
@@ -26,9 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a project error ends with its message and exit status 2, not a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args) or 0)
     except AnomalyCLIPError as err:

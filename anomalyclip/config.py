@@ -123,8 +123,6 @@ def _build_section(section_type: type, name: str, value: Any) -> Any:
     known = {f.name: f for f in dataclasses.fields(section_type)}
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in configuration section {name!r}; expected {sorted(known)}"
-        )
+        raise ValueError(f"unknown key(s) {unknown} in configuration section {name!r}; expected {sorted(known)}")
     coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     return section_type(**coerced)

@@ -102,17 +102,13 @@ def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceRepor
     expected = _load_expected(bundle / "expected.npz")
     report = ConformanceReport(bundle=str(bundle))
 
-    def check(
-        name: str, actual: Any, tol: float, where: np.ndarray | None = None, key: str | None = None
-    ) -> None:
+    def check(name: str, actual: Any, tol: float, where: np.ndarray | None = None, key: str | None = None) -> None:
         """Compare with `expected[key or name]`, over the elements selected by `where` (all by default)."""
         key = key or name
         if key not in expected:
             return
         want = np.asarray(expected[key], dtype=np.float64)
-        got = np.asarray(
-            actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64
-        )
+        got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
         if got.shape != want.shape:
             report.checks.append(Check(name, math.inf, tol, False))
             return
@@ -170,9 +166,7 @@ def _check_training_step(
     check("loss_global", loss.global_loss, FORWARD_TOL)
     check("loss_local", loss.local_loss, FORWARD_TOL)
     check("loss_focal_first", loss.focal_per_layer[0], FORWARD_TOL)
-    optimizer = torch.optim.Adam(
-        learner.parameters(), lr=model.config.train.lr, betas=model.config.train.betas
-    )
+    optimizer = torch.optim.Adam(learner.parameters(), lr=model.config.train.lr, betas=model.config.train.betas)
     optimizer.zero_grad()
     loss.total.backward()
     named = {"ctx_pos": learner.ctx_pos, "ctx_neg": learner.ctx_neg}
@@ -195,15 +189,11 @@ def _check_training_step(
         band = np.abs(want) <= grad_tols[name]
         check(f"{name}_after_step", param, FORWARD_TOL, where=~band)
         if band.any():
-            check(
-                f"{name}_after_step_fp16_band", param, lr + FORWARD_TOL, where=band, key=f"{name}_after_step"
-            )
+            check(f"{name}_after_step_fp16_band", param, lr + FORWARD_TOL, where=band, key=f"{name}_after_step")
     model.eval()
 
 
-def _check_metrics(
-    output: Any, masks: torch.Tensor, labels: torch.Tensor, check: Callable[..., None]
-) -> None:
+def _check_metrics(output: Any, masks: torch.Tensor, labels: torch.Tensor, check: Callable[..., None]) -> None:
     from anomalyclip import metrics
 
     maps = output.anomaly_map.cpu().numpy()
@@ -216,9 +206,7 @@ def _check_metrics(
     check("metric_image_ap", metrics.image_ap(y, scores), 1e-6)
 
 
-def _read_inputs(
-    bundle: Path, raw: dict[str, Any], size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _read_inputs(bundle: Path, raw: dict[str, Any], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     image_t, mask_t = ImageTransform(size), MaskTransform(size)
     images, masks, labels = [], [], []
     for item in raw.get("inputs", []):
@@ -234,9 +222,7 @@ def _read_inputs(
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise BundleError(
-            f"{path} does not exist; a conformance bundle needs config.json, expected.npz and inputs/"
-        )
+        raise BundleError(f"{path} does not exist; a conformance bundle needs config.json, expected.npz and inputs/")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -245,21 +231,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _load_expected(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise BundleError(
-            f"{path} does not exist; a conformance bundle needs the official outputs in expected.npz"
-        )
+        raise BundleError(f"{path} does not exist; a conformance bundle needs the official outputs in expected.npz")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """`anomalyclip conformance BUNDLE_DIR [--json]`."""
-    parser = subparsers.add_parser(
-        "conformance", help="compare this package with the official outputs of a bundle"
-    )
-    parser.add_argument(
-        "bundle", type=Path, help="folder with config.json, expected.npz, inputs/ and weights"
-    )
+    parser = subparsers.add_parser("conformance", help="compare this package with the official outputs of a bundle")
+    parser.add_argument("bundle", type=Path, help="folder with config.json, expected.npz, inputs/ and weights")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=_main)

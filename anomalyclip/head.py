@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 
 
-def patch_probabilities(
-    patch_tokens: torch.Tensor, text_features: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def patch_probabilities(patch_tokens: torch.Tensor, text_features: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, N, E) patch tokens, (2, E) normalised text -> (B, N, 2) softmax of cosine / temperature (no CLS)."""
     patches = F.normalize(patch_tokens[:, 1:], dim=-1)
     return (patches @ text_features.t() / temperature).softmax(dim=-1)
@@ -36,16 +34,12 @@ def anomaly_map(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([(m[:, 1] + 1 - m[:, 0]) / 2 for m in maps]).sum(dim=0)
 
 
-def image_scores(
-    global_embedding: torch.Tensor, text_features: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def image_scores(global_embedding: torch.Tensor, text_features: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B,) abnormal probability of softmax(cosine(global, text) / temperature)."""
     return global_logits(global_embedding, text_features, temperature).softmax(dim=-1)[:, 1]
 
 
-def global_logits(
-    global_embedding: torch.Tensor, text_features: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def global_logits(global_embedding: torch.Tensor, text_features: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, 2) cosine similarities / temperature between image and [normal, abnormal] text."""
     return F.normalize(global_embedding, dim=-1) @ text_features.t() / temperature
 

@@ -67,6 +67,4 @@ def glocal_loss(
             local = local + dice_loss(m[:, 1], masks, config.dice_smooth)
             local = local + dice_loss(m[:, 0], 1 - masks, config.dice_smooth)
     local = config.lambda_local * local
-    return GlocalLoss(
-        total=local + global_loss, global_loss=global_loss, local_loss=local, focal_per_layer=focal_terms
-    )
+    return GlocalLoss(total=local + global_loss, global_loss=global_loss, local_loss=local, focal_per_layer=focal_terms)

@@ -42,7 +42,9 @@ class AnomalyCLIP(nn.Module):
         self.clip = clip
         self.vision = VisionEncoder(clip, self.config.vision)
         self.text = TextEncoder(clip, self.config.prompt.fp16_deep_tokens)
-        self.prompt_learner = PromptLearner(self.text, self.config.prompt).to(clip.text_projection.device)
+        self.prompt_learner = PromptLearner(self.text, self.config.prompt, seed=self.config.train.seed).to(
+            clip.text_projection.device
+        )
 
     @classmethod
     def from_config(cls, config: AnomalyCLIPConfig, device: str | torch.device = "cpu") -> AnomalyCLIP:
@@ -95,6 +97,4 @@ class AnomalyCLIP(nn.Module):
         """The glocal training loss of a batch, with gradients reaching the prompt learner."""
         output = self.head(features, self.text_features(), image_size)
         masks = (masks > 0.5).to(output.similarity_maps[0].dtype)
-        return glocal_loss(
-            output.global_logits, labels, output.similarity_maps, masks, self.config.loss
-        ), output
+        return glocal_loss(output.global_logits, labels, output.similarity_maps, masks, self.config.loss), output

@@ -44,26 +44,24 @@ class PromptLearner(nn.Module):
     released `epoch_15.pth` files load directly.
     """
 
-    def __init__(self, text_encoder: TextEncoder, config: PromptConfig):
+    def __init__(self, text_encoder: TextEncoder, config: PromptConfig, seed: int | None = None):
+        """Vectors are drawn from N(0, 0.02) as in the official code; `seed` makes them reproducible."""
         super().__init__()
         if config.n_ctx < config.t_n_ctx and config.deep_tokens:
-            raise ValueError(
-                f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})"
-            )
+            raise ValueError(f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})")
         if config.deep_tokens and not 1 <= config.depth <= len(text_encoder.blocks):
-            raise ValueError(
-                f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}"
-            )
+            raise ValueError(f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}")
         self.config = config
         width = text_encoder.width
-        self.ctx_pos = nn.Parameter(torch.empty(1, 1, config.n_ctx, width).normal_(std=0.02))
-        self.ctx_neg = (
-            None if config.shared_context else nn.Parameter(torch.empty_like(self.ctx_pos).normal_(std=0.02))
-        )
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+        def init(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.empty(*shape).normal_(std=0.02, generator=generator))
+
+        self.ctx_pos = init(1, 1, config.n_ctx, width)
+        self.ctx_neg = None if config.shared_context else init(1, 1, config.n_ctx, width)
         n_deep = config.depth - 1 if config.deep_tokens else 0
-        self.compound_prompts_text = nn.ParameterList(
-            nn.Parameter(torch.empty(config.t_n_ctx, width).normal_(std=0.02)) for _ in range(n_deep)
-        )
+        self.compound_prompts_text = nn.ParameterList(init(config.t_n_ctx, width) for _ in range(n_deep))
         placeholder = " ".join(["X"] * config.n_ctx)
         texts = [
             f"{placeholder} {config.object_word}.",
@@ -114,6 +112,4 @@ def clip_ac_prompt_features(text_encoder: TextEncoder, class_name: str = "object
     def sentences(states: tuple[str, ...]) -> list[str]:
         return [t.format(s.format(class_name)) for s in states for t in CLIP_AC_TEMPLATES]
 
-    return ensemble_text_features(
-        text_encoder, sentences(CLIP_AC_NORMAL_STATES), sentences(CLIP_AC_ABNORMAL_STATES)
-    )
+    return ensemble_text_features(text_encoder, sentences(CLIP_AC_NORMAL_STATES), sentences(CLIP_AC_ABNORMAL_STATES))

@@ -57,9 +57,7 @@ def test_openai_jit_archive(tmp_path, clip):
     path = tmp_path / "ViT-tiny.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace_module(
-            clip, {"encode_image": torch.zeros(1, 3, 336, 336)}, check_trace=False
-        )
+        traced = torch.jit.trace_module(clip, {"encode_image": torch.zeros(1, 3, 336, 336)}, check_trace=False)
         traced.save(str(path))
         loaded = load_backbone(str(path))
     torch.testing.assert_close(loaded.visual.proj, clip.visual.proj)
@@ -73,9 +71,7 @@ def test_missing_weights_file():
 def test_state_dict_that_is_not_a_clip(tmp_path):
     path = tmp_path / "resnet.pt"
     torch.save({"conv.weight": torch.zeros(3, 3)}, path)
-    with pytest.raises(
-        BackboneError, match=r"resnet.pt is not a CLIP checkpoint: missing \['visual.conv1.weight'"
-    ):
+    with pytest.raises(BackboneError, match=r"resnet.pt is not a CLIP checkpoint: missing \['visual.conv1.weight'"):
         load_backbone(str(path))
 
 
@@ -113,9 +109,7 @@ def test_project_checkpoint_mismatch_names_both_values(tmp_path, clip):
     model = model_for(clip)
     path = save_checkpoint(tmp_path / "ckpt.pt", model.prompt_learner, model.config)
     other = model_for(clip, vision=VisionConfig(features_list=(6, 12, 18, 24)))
-    with pytest.raises(
-        CheckpointError, match=r"vision.features_list: checkpoint has \(24,\), configuration has \(6"
-    ):
+    with pytest.raises(CheckpointError, match=r"vision.features_list: checkpoint has \(24,\), configuration has \(6"):
         load_checkpoint(path, other.prompt_learner, other.config)
 
 

@@ -122,9 +122,7 @@ TOY_MEMBERS = {
 }
 
 
-def _register(
-    monkeypatch: pytest.MonkeyPatch, filename: str, data: bytes | None, **extra: object
-) -> DatasetSource:
+def _register(monkeypatch: pytest.MonkeyPatch, filename: str, data: bytes | None, **extra: object) -> DatasetSource:
     """Add a 'toy' dataset whose archive is `filename` with sha256 of `data` (None: hash unknown)."""
     source = DatasetSource(
         name="toy",
@@ -249,9 +247,7 @@ def test_real_entries_check_their_hash(server: tuple[str, Files], tmp_path: Path
         download_dataset("BTAD", tmp_path, base_url=base_url, progress=False)
 
 
-def test_unknown_hash_still_downloads(
-    server: tuple[str, Files], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
+def test_unknown_hash_still_downloads(server: tuple[str, Files], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     base_url, files = server
     files.content["toy.zip"] = _zip(TOY_MEMBERS)
     _register(monkeypatch, "toy.zip", None)

@@ -117,9 +117,7 @@ def test_other_seed_gives_other_images(tmp_path: Path) -> None:
 
 def test_an_image_does_not_depend_on_how_many_others_are_made(tmp_path: Path) -> None:
     few = _files(make_synthetic_dataset(tmp_path / "a", categories=["stripes"], **SMALL))
-    more = _files(
-        make_synthetic_dataset(tmp_path / "b", categories=["square", "stripes"], **{**SMALL, "n_train": 4})
-    )
+    more = _files(make_synthetic_dataset(tmp_path / "b", categories=["square", "stripes"], **{**SMALL, "n_train": 4}))
     assert few["stripes/train/good/001.png"] == more["stripes/train/good/001.png"]
     assert few["stripes/test/spot/000.png"] == more["stripes/test/spot/000.png"]
 

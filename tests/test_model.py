@@ -89,9 +89,7 @@ def test_forward_shapes_and_ranges(clip):
 @pytest.mark.parametrize("size", [100, 0, 13])
 def test_image_size_not_multiple_of_patch_is_rejected(clip, size):
     model = make(clip)
-    with pytest.raises(
-        InputSizeError, match=f"image size {size} is not a positive multiple of the patch size 14"
-    ):
+    with pytest.raises(InputSizeError, match=f"image size {size} is not a positive multiple of the patch size 14"):
         model.vision.grid_size(size)
 
 

@@ -174,9 +174,7 @@ SOURCES: tuple[DatasetSource, ...] = (
         sha256=None,
         licence="see the Kaggle page (CC BY-SA 4.0 as listed there)",
         homepage="https://www.kaggle.com/datasets/felipekitamura/head-ct-hemorrhage",
-        instructions=_kaggle(
-            "felipekitamura/head-ct-hemorrhage", "head_ct/NNN.png and labels.csv (id, hemorrhage)"
-        ),
+        instructions=_kaggle("felipekitamura/head-ct-hemorrhage", "head_ct/NNN.png and labels.csv (id, hemorrhage)"),
     ),
     DatasetSource(
         name="brainmri",
@@ -369,18 +367,14 @@ def fetch(url: str, part: Path, *, progress: bool = True) -> None:
         start = offset if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        bar = tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, desc=part.name, disable=not progress
-        )
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name, disable=not progress)
         with bar, part.open("ab" if resumed else "wb") as out:
             try:
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     bar.update(len(block))
             except OSError as err:
-                raise DataError(
-                    f"download of {url} broke off: {err}; run again to resume from {part}"
-                ) from err
+                raise DataError(f"download of {url} broke off: {err}; run again to resume from {part}") from err
 
 
 def _verify(part: Path, final_name: str, expected: str | None) -> None:
@@ -395,9 +389,7 @@ def _verify(part: Path, final_name: str, expected: str | None) -> None:
         )
 
 
-def download_archive(
-    archive: Archive, folder: Path, *, base_url: str | None = None, progress: bool = True
-) -> Path:
+def download_archive(archive: Archive, folder: Path, *, base_url: str | None = None, progress: bool = True) -> Path:
     """Fetch one archive into `folder` (resuming a `.part` file), check its sha256 and return its path."""
     path = folder / archive.filename
     if path.exists():
@@ -414,9 +406,7 @@ def _check_member(name: str, target: Path, archive: Path) -> None:
     """Refuse an archive member whose path is absolute or climbs out of `target`."""
     destination = (target / name).resolve()
     if PurePosixPath(name).is_absolute() or not destination.is_relative_to(target.resolve()):
-        raise DataError(
-            f"unsafe member {name!r} in {archive}: it would be written outside {target}; nothing unpacked"
-        )
+        raise DataError(f"unsafe member {name!r} in {archive}: it would be written outside {target}; nothing unpacked")
 
 
 def _unpack_zip(archive: Path, target: Path) -> None:
@@ -458,9 +448,7 @@ def dataset_root(target: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else target
 
 
-def download_dataset(
-    name: str, root: str | Path, *, base_url: str | None = None, progress: bool = True
-) -> Path:
+def download_dataset(name: str, root: str | Path, *, base_url: str | None = None, progress: bool = True) -> Path:
     """Download, verify and unpack dataset `name` into `root/<name>/`; return the unpacked dataset's root.
 
     Each archive is deleted once unpacked; a marker file makes a second call a no-op.

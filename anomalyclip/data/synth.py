@@ -30,9 +30,10 @@ SYNTH_CATEGORIES: tuple[str, ...] = TEXTURE_CATEGORIES + OBJECT_CATEGORIES
 DEFECT_TYPES: tuple[str, ...] = ("scratch", "spot", "crack")
 
 CLEAN_RANGE = (70, 190)
-"""Every channel of a clean image lies in this range; defects are painted at <= 40 or >= 215."""
-DARK_DEFECT = (5, 40)
-BRIGHT_DEFECT = (215, 250)
+"""Every channel of a clean image lies in this range; defects are painted at <= 40."""
+DEFECT_RANGE = (5, 40)
+"""Defects are dark, like real scratches, cracks and stains: one polarity keeps them separable for a linear probe
+on the random `tiny` CLIP, which the learning tests rely on."""
 MIN_DEFECT_PIXELS = 40
 
 README_TEXT = """Synthetic anomaly-detection data made by `anomalyclip data synth` (anomalyclip.data.synth).
@@ -146,8 +147,8 @@ def _defect_mask(rng: np.random.Generator, kind: str, region: np.ndarray) -> np.
 
 
 def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Paint the masked pixels dark or bright, outside the clean range, with a little noise."""
-    low, high = DARK_DEFECT if rng.random() < 0.5 else BRIGHT_DEFECT
+    """Paint the masked pixels dark, below the clean range, with a little noise and a random tint."""
+    low, high = DEFECT_RANGE
     colour = rng.integers(low + 5, high - 5, 3)
     values = colour[None, :] + rng.integers(-5, 6, (int(mask.sum()), 3))
     out = image.copy()
@@ -273,9 +274,7 @@ def ensure_synthetic_dataset(root: str | Path | None = None, **kwargs: object) -
     if found == expected:
         return root
     if found is None and root.exists() and any(root.iterdir()):
-        raise DataError(
-            f"{root} has files but no {MARKER_NAME}: it is not a synthetic dataset, refusing to overwrite"
-        )
+        raise DataError(f"{root} has files but no {MARKER_NAME}: it is not a synthetic dataset, refusing to overwrite")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     make_synthetic_dataset(staging, **wanted)
