@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     test.add_argument("--out", type=Path, default=Path("runs/test"))
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--figures", type=int, default=0, help="heat-map figures to save per category")
+    test.add_argument("--image-size", type=int, help="input size (default: the checkpoint's, official 518)")
     test.set_defaults(func=_test)
 
     predict = subparsers.add_parser("predict", help="anomaly maps and scores for your own images")
@@ -69,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--pixel-threshold", type=float, help="map threshold (default: never flags by pixels)")
     predict.add_argument("--normal", type=Path, nargs="+", help="known-normal images: derive both thresholds")
     predict.add_argument("--quantile", type=float, default=1.0, help="quantile of normal scores (default: max)")
+    predict.add_argument("--image-size", type=int, help="input size (default: the checkpoint's, official 518)")
     predict.set_defaults(func=_predict)
 
 
@@ -188,12 +190,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test(args: argparse.Namespace) -> int:
-    from anomalyclip.engine.evaluation import evaluate, official_log_table
+def _load_for_inference(args: argparse.Namespace):
+    """The checkpoint's model on the chosen device, with the backbone and image size the flags give."""
     from anomalyclip.engine.loading import load_model
 
     backbone, pretrained = backbone_choice(args)
-    model = load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, device=resolve_device(args.device))
+    return load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, image_size=args.image_size,
+                      device=resolve_device(args.device))  # fmt: skip
+
+
+def _test(args: argparse.Namespace) -> int:
+    from anomalyclip.engine.evaluation import evaluate, official_log_table
+
+    model = _load_for_inference(args)
     records = _records(args)
     pixel_level = DATASETS[args.dataset].pixel_level if args.dataset in DATASETS else any(r.mask for r in records)
     try:
@@ -209,11 +218,9 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from anomalyclip.engine.loading import load_model
     from anomalyclip.engine.prediction import Thresholds, predict, thresholds_from_normals
 
-    backbone, pretrained = backbone_choice(args)
-    model = load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, device=resolve_device(args.device))
+    model = _load_for_inference(args)
     thresholds = None
     if args.normal:
         thresholds = thresholds_from_normals(model, args.normal, args.quantile, args.batch_size)

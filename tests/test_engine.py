@@ -1,0 +1,195 @@
+"""Training (cache, resume, learning), evaluation, prediction and their command lines on the tiny CLIP."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from anomalyclip.backbone import load_backbone
+from anomalyclip.checkpoint import save_checkpoint, save_official_checkpoint
+from anomalyclip.cli import main
+from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
+from anomalyclip.data import load_records
+from anomalyclip.data.synth import make_synthetic_dataset
+from anomalyclip.engine import FeatureCache, evaluate, load_model, predict, thresholds_from_normals, train
+from anomalyclip.engine.training import epoch_order
+from anomalyclip.errors import CheckpointError, DataError
+from anomalyclip.model import AnomalyCLIP
+
+SIZE = 112
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_backbone("tiny")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synth") / "synthetic")
+
+
+def make(clip, size=SIZE, epochs=2, batch_size=4, **vision) -> AnomalyCLIP:
+    config = AnomalyCLIPConfig(
+        backbone="tiny",
+        pretrained=None,
+        vision=VisionConfig(image_size=size, **vision),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size),
+    )
+    return AnomalyCLIP(clip, config)
+
+
+def params(model: AnomalyCLIP) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.prompt_learner.parameters()]
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    assert epoch_order(10, 111, 3) == epoch_order(10, 111, 3)
+    assert epoch_order(10, 111, 3) != epoch_order(10, 111, 4)
+    assert sorted(epoch_order(10, 111, 3)) == list(range(10))
+
+
+def test_cached_training_equals_uncached_step_for_step(clip, synth, tmp_path):
+    records = load_records(synth, split="test", categories=["stripes"])[:8]
+    runs = {}
+    for cache in ("memory", "none"):
+        model = make(clip)
+        steps = []
+        train(model, records, tmp_path / cache, cache=cache, num_workers=0, progress=False,
+              on_step=lambda row, m=model, s=steps: s.append(params(m)))  # fmt: skip
+        runs[cache] = steps
+    assert len(runs["memory"]) == len(runs["none"]) == 4
+    for cached, uncached in zip(runs["memory"], runs["none"], strict=True):
+        for a, b in zip(cached, uncached, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(clip, synth, tmp_path):
+    records = load_records(synth, split="test", categories=["disc"])[:8]
+    straight = make(clip, epochs=3)
+    full = train(straight, records, tmp_path / "straight", num_workers=0, progress=False)
+
+    crashing = make(clip, epochs=3)
+
+    def crash(row):
+        if row["epoch"] == 2 and row["step"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(crashing, records, tmp_path / "resumed", num_workers=0, progress=False, on_step=crash)
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("epoch_*.pt")) == ["epoch_1.pt"]
+    resumed = make(clip, epochs=3)
+    result = train(resumed, records, tmp_path / "resumed", resume=True, num_workers=0, progress=False)
+    for a, b in zip(params(straight), params(resumed), strict=True):
+        torch.testing.assert_close(a, b)
+    assert [r["total"] for r in result.history] == pytest.approx([r["total"] for r in full.history])
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert {"epoch", "step", "global", "local", "total"} <= set(history[0])
+
+
+def test_disk_cache_fp16_is_reused_and_rebuilt_on_change(clip, synth, tmp_path):
+    from anomalyclip.data import AnomalyDataset
+
+    records = load_records(synth, split="test", categories=["square"])[:6]
+    model = make(clip)
+    dataset = AnomalyDataset(records, SIZE)
+    first = FeatureCache.build(model, dataset, dtype="fp16", directory=tmp_path / "cache", num_workers=0,
+                               progress=False)  # fmt: skip
+    assert first.global_embedding.dtype == np.float16 and len(first) == 6
+    calls = []
+    original = model.encode_image
+    model.encode_image = lambda x: calls.append(1) or original(x)
+    again = FeatureCache.build(model, dataset, dtype="fp16", directory=tmp_path / "cache", progress=False)
+    assert calls == [] and np.array_equal(np.asarray(again.patch_tokens[0]), np.asarray(first.patch_tokens[0]))
+    FeatureCache.build(model, AnomalyDataset(records[:5], SIZE), dtype="fp16", directory=tmp_path / "cache",
+                       num_workers=0, progress=False)  # fmt: skip
+    assert calls, "a different image list must rebuild the cache"
+
+
+def test_training_lifts_held_out_pixel_auroc(clip, synth, tmp_path):
+    """Random frozen features still carry local information: real gradients through the real loss must use it."""
+    train_records = load_records(synth, split="test", categories=["stripes", "disc"])
+    held_out = load_records(synth, split="test", categories=["weave", "square"])
+    model = make(clip, size=224, epochs=15, batch_size=8)
+    before = evaluate(model, held_out, num_workers=0, progress=False).metrics.data.loc["mean", "pixel_auroc"]
+    train(model, train_records, tmp_path / "run", num_workers=0, progress=False)
+    after = evaluate(model, held_out, num_workers=0, progress=False).metrics.data.loc["mean", "pixel_auroc"]
+    assert before < 0.65
+    assert after >= 0.75, f"held-out pixel AUROC {after:.3f} (before training {before:.3f})"
+
+
+def test_evaluation_writes_results_and_figures(clip, synth, tmp_path):
+    records = load_records(synth, split="test", categories=["stripes", "disc"])
+    result = evaluate(make(clip), records, out_dir=tmp_path, figures=2, num_workers=0, progress=False)
+    assert list(result.metrics.data.index) == ["disc", "stripes", "mean"]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert set(payload["metrics"]["mean"]) >= {"pixel_auroc", "pixel_aupro", "image_auroc", "image_ap"}
+    assert (tmp_path / "results.csv").read_text().startswith("category,")
+    assert "objects" in (tmp_path / "log.txt").read_text()
+    assert len(list((tmp_path / "figures" / "disc").glob("*.png"))) == 2
+    image_only = evaluate(make(clip), records, pixel_level=False, num_workers=0, progress=False)
+    assert list(image_only.metrics.data.columns) == ["image_auroc", "image_ap"]
+
+
+def test_predict_writes_overlays_maps_and_scores(clip, synth, tmp_path):
+    model = make(clip)
+    normals = synth / "disc" / "train" / "good"
+    thresholds = thresholds_from_normals(model, [normals])
+    predictions = predict(model, [synth / "disc" / "test"], tmp_path, thresholds=thresholds, progress=False)
+    test_images = list((synth / "disc" / "test").rglob("*.png"))
+    assert len(predictions) == len(test_images)
+    first = predictions[0]
+    raw = np.load(first.raw_map)
+    assert raw.shape == (128, 128) and raw.dtype == np.float32
+    assert first.anomalous in (True, False)
+    csv_rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert len(csv_rows) == len(predictions) + 1
+    normal_flags = predict(model, [normals], tmp_path / "normals", thresholds=thresholds, progress=False)
+    assert not any(p.anomalous for p in normal_flags), "the max-over-normals rule flags no normal image"
+
+
+def test_cli_train_test_predict(synth, tmp_path, capsys):
+    common = ["--backbone", "tiny", "--num-workers", "0", "--no-progress"]
+    assert main(["train", "--data-root", str(synth), "--categories", "stripes", "--image-size", str(SIZE),
+                 "--epochs", "1", "--out", str(tmp_path / "run"), *common]) == 0  # fmt: skip
+    checkpoint = tmp_path / "run" / "epoch_1.pt"
+    assert checkpoint.is_file()
+    assert main(["test", "--data-root", str(synth), "--categories", "disc", "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "test"), *common]) == 0  # fmt: skip
+    assert "objects" in capsys.readouterr().out
+    assert main(["predict", str(synth / "disc" / "test" / "crack"), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "pred"), "--threshold", "0.5", "--backbone", "tiny", "--no-progress"]) == 0  # fmt: skip
+    assert (tmp_path / "pred" / "scores.json").is_file()
+
+
+def test_official_checkpoint_is_usable_by_test_and_predict(clip, synth, tmp_path):
+    official = save_official_checkpoint(tmp_path / "epoch_15.pth", make(clip).prompt_learner)
+    model = load_model(official, backbone="tiny", image_size=SIZE)
+    assert model.config.vision.features_list == (24,) and model.config.vision.dpam_blocks == 19
+    assert main(["predict", str(synth / "square" / "test" / "spot"), "--checkpoint", str(official),
+                 "--backbone", "tiny", "--image-size", str(SIZE), "--out", str(tmp_path / "p"), "--no-progress"]) == 0  # fmt: skip
+
+
+def test_checkpoint_that_does_not_match_the_configuration(clip, tmp_path):
+    model = make(clip)
+    path = save_checkpoint(tmp_path / "c.pt", model.prompt_learner, model.config)
+    wanted = model.config.replace(vision=VisionConfig(image_size=SIZE, features_list=(12, 24)))
+    with pytest.raises(CheckpointError, match=r"features_list: checkpoint has \(24,\), configuration has \(12, 24\)"):
+        load_model(path, config=wanted)
+
+
+def test_empty_or_bad_data_gives_the_data_layers_error(clip, tmp_path, capsys):
+    with pytest.raises(DataError, match="no training images"):
+        train(make(clip), [], tmp_path)
+    (tmp_path / "empty").mkdir()
+    status = main(["train", "--data-root", str(tmp_path / "empty"), "--backbone", "tiny", "--out", str(tmp_path)])
+    assert status == 2
+    assert "unknown layout" in capsys.readouterr().err
+
+
+def test_bad_predict_input(clip, tmp_path):
+    with pytest.raises(DataError, match="does not exist; expected an image file or a folder"):
+        predict(make(clip), [tmp_path / "nope.png"], tmp_path / "out", progress=False)
