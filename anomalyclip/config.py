@@ -22,6 +22,8 @@ class PromptConfig:
     depth: int = 9
     t_n_ctx: int = 4
     object_word: str = "object"
+    object_aware: bool = False
+    """Ablation: put each image's category name where `object_word` stands (per-sample prompts)."""
     state_word: str = "damaged"
     shared_context: bool = False
     deep_tokens: bool = True

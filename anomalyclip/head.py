@@ -9,9 +9,12 @@ import torch.nn.functional as F
 
 
 def patch_probabilities(patch_tokens: torch.Tensor, text_features: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, N, E) patch tokens, (2, E) normalised text -> (B, N, 2) softmax of cosine / temperature (no CLS)."""
+    """(B, N, E) patch tokens, (2, E) or per-image (B, 2, E) normalised text -> (B, N, 2) softmax of cosine / T.
+
+    The CLS token (position 0) is dropped.
+    """
     patches = F.normalize(patch_tokens[:, 1:], dim=-1)
-    return (patches @ text_features.t() / temperature).softmax(dim=-1)
+    return (patches @ text_features.transpose(-1, -2) / temperature).softmax(dim=-1)
 
 
 def upsample(probabilities: torch.Tensor, size: int) -> torch.Tensor:
@@ -40,8 +43,11 @@ def image_scores(global_embedding: torch.Tensor, text_features: torch.Tensor, te
 
 
 def global_logits(global_embedding: torch.Tensor, text_features: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(B, 2) cosine similarities / temperature between image and [normal, abnormal] text."""
-    return F.normalize(global_embedding, dim=-1) @ text_features.t() / temperature
+    """(B, 2) cosine similarities / temperature between image and [normal, abnormal] text, (2, E) or (B, 2, E)."""
+    image = F.normalize(global_embedding, dim=-1)
+    if text_features.ndim == 3:
+        return torch.einsum("be,bke->bk", image, text_features) / temperature
+    return image @ text_features.t() / temperature
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +63,16 @@ class AnomalyCLIP(nn.Module):
         self.clip.eval()
         return self
 
-    def text_features(self) -> torch.Tensor:
-        """(2, E) normalised [normal, abnormal] features of the learned prompts."""
-        return self.prompt_learner.text_features(self.text)
+    def text_features(self, categories: Sequence[str] | None = None) -> torch.Tensor:
+        """(2, E) normalised [normal, abnormal] features of the learned prompts.
+
+        With object-aware prompts and `categories` (one per image), (B, 2, E): each image gets its class name.
+        """
+        if not self.config.prompt.object_aware or categories is None:
+            return self.prompt_learner.text_features(self.text)
+        names = sorted(set(categories))
+        features = self.prompt_learner.text_features(self.text, [n.replace("_", " ") for n in names])
+        return features[torch.tensor([names.index(c) for c in categories], device=features.device)]
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> VisualFeatures:
@@ -85,16 +93,26 @@ class AnomalyCLIP(nn.Module):
             global_logits=logits,
         )
 
-    def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> AnomalyOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        text_features: torch.Tensor | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> AnomalyOutput:
         """Score a batch of preprocessed (B, 3, S, S) images; pass `text_features` to reuse them across batches."""
         if text_features is None:
-            text_features = self.text_features()
+            text_features = self.text_features(categories)
         return self.head(self.encode_image(images), text_features, images.shape[-1])
 
     def loss(
-        self, features: VisualFeatures, labels: torch.Tensor, masks: torch.Tensor, image_size: int
+        self,
+        features: VisualFeatures,
+        labels: torch.Tensor,
+        masks: torch.Tensor,
+        image_size: int,
+        categories: Sequence[str] | None = None,
     ) -> tuple[GlocalLoss, AnomalyOutput]:
         """The glocal training loss of a batch, with gradients reaching the prompt learner."""
-        output = self.head(features, self.text_features(), image_size)
+        output = self.head(features, self.text_features(categories), image_size)
         masks = (masks > 0.5).to(output.similarity_maps[0].dtype)
         return glocal_loss(output.global_logits, labels, output.similarity_maps, masks, self.config.loss), output

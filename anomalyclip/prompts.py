@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,33 +64,50 @@ class PromptLearner(nn.Module):
         self.ctx_neg = None if config.shared_context else init(1, 1, config.n_ctx, width)
         n_deep = config.depth - 1 if config.deep_tokens else 0
         self.compound_prompts_text = nn.ParameterList(init(config.t_n_ctx, width) for _ in range(n_deep))
-        placeholder = " ".join(["X"] * config.n_ctx)
-        texts = [
-            f"{placeholder} {config.object_word}.",
-            f"{placeholder} {config.state_word} {config.object_word}.",
-        ]
-        tokens = text_encoder.tokenize(texts).cpu()
-        with torch.no_grad():
-            embedded = text_encoder.embed(tokens.to(text_encoder.token_embedding.weight.device)).cpu()
+        tokens, prefix, suffix = self._templates(text_encoder, config.object_word)
         self.register_buffer("tokenized_prompts", tokens, persistent=False)
-        self.register_buffer("token_prefix", embedded[:, :1], persistent=False)
-        self.register_buffer("token_suffix", embedded[:, 1 + config.n_ctx :], persistent=False)
+        self.register_buffer("token_prefix", prefix, persistent=False)
+        self.register_buffer("token_suffix", suffix, persistent=False)
+        self._word_templates: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _templates(self, text_encoder: TextEncoder, word: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids (2, L) of `X..X word.` / `X..X state word.`, and the embeddings before and after the X slots."""
+        placeholder = " ".join(["X"] * self.config.n_ctx)
+        texts = [f"{placeholder} {word}.", f"{placeholder} {self.config.state_word} {word}."]
+        tokens = text_encoder.tokenize(texts)
+        with torch.no_grad():
+            embedded = text_encoder.embed(tokens)
+        return tokens, embedded[:, :1], embedded[:, 1 + self.config.n_ctx :]
 
     def contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (E, W) context vectors of the normal and the abnormal prompt."""
         ctx_neg = self.ctx_pos if self.ctx_neg is None else self.ctx_neg
         return self.ctx_pos.reshape(self.config.n_ctx, -1), ctx_neg.reshape(self.config.n_ctx, -1)
 
+    def _assemble(self, prefix: torch.Tensor, suffix: torch.Tensor) -> torch.Tensor:
+        ctx = torch.stack(self.contexts()).to(prefix.dtype)
+        return torch.cat([prefix, ctx.expand(prefix.shape[0] // 2, -1, -1, -1).flatten(0, 1), suffix], dim=1)
+
     def forward(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """(2, L, W) prompt embeddings [normal, abnormal], their token ids, and the deep tokens."""
-        ctx = torch.stack(self.contexts())
-        prompts = torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
-        return prompts, self.tokenized_prompts, list(self.compound_prompts_text)
+        return (
+            self._assemble(self.token_prefix, self.token_suffix),
+            self.tokenized_prompts,
+            list(self.compound_prompts_text),
+        )
 
-    def text_features(self, text_encoder: TextEncoder) -> torch.Tensor:
-        """(2, E) L2-normalised text features [normal, abnormal]."""
-        prompts, tokens, deep = self()
-        return F.normalize(text_encoder(prompts, tokens, deep), dim=-1)
+    def text_features(self, text_encoder: TextEncoder, object_words: Sequence[str] | None = None) -> torch.Tensor:
+        """(2, E) L2-normalised [normal, abnormal] features, or (K, 2, E) with each of `object_words` in the prompt."""
+        if object_words is None:
+            prompts, tokens, deep = self()
+            return F.normalize(text_encoder(prompts, tokens, deep), dim=-1)
+        for word in set(object_words) - set(self._word_templates):
+            self._word_templates[word] = self._templates(text_encoder, word)
+        tokens, prefix, suffix = (
+            torch.cat(parts) for parts in zip(*(self._word_templates[w] for w in object_words), strict=True)
+        )
+        features = text_encoder(self._assemble(prefix, suffix), tokens, list(self.compound_prompts_text))
+        return F.normalize(features, dim=-1).view(len(object_words), 2, -1)
 
 
 def ensemble_text_features(text_encoder: TextEncoder, normal: list[str], abnormal: list[str]) -> torch.Tensor:

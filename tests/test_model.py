@@ -153,3 +153,20 @@ def test_handmade_prompt_baselines(clip):
         torch.testing.assert_close(features.norm(dim=-1), torch.ones(2))
     sentences = model.text.encode_texts(["a photo of a normal screw.", "a photo of an anomalous screw."])
     torch.testing.assert_close(clip_prompt_features(model.text, "screw"), F.normalize(sentences, dim=-1))
+
+
+def test_object_aware_prompts_give_each_image_its_class(clip):
+    model = make(clip, prompt=PromptConfig(object_aware=True))
+    feats = model.text_features(["screw", "screw", "metal_nut"])
+    assert feats.shape == (3, 2, 64)
+    torch.testing.assert_close(feats[0], feats[1])
+    assert not torch.allclose(feats[0], feats[2])
+    agnostic = model.text_features()
+    assert agnostic.shape == (2, 64) and not torch.allclose(agnostic, feats[0])
+    out = model(images(3), categories=["screw", "screw", "metal_nut"])
+    assert out.image_scores.shape == (3,)
+    model.train()
+    masks = torch.zeros(3, SIZE, SIZE)
+    loss, _ = model.loss(model.encode_image(images(3)), torch.tensor([1, 0, 1]), masks, SIZE, ["a", "b", "a"])
+    loss.total.backward()
+    assert model.prompt_learner.ctx_pos.grad.abs().sum() > 0

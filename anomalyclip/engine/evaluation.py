@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def evaluate(
     model: AnomalyCLIP,
     records: Sequence[Record],
     *,
-    text_features: torch.Tensor | None = None,
+    text_features: torch.Tensor | Callable[[str], torch.Tensor] | None = None,
     batch_size: int = 8,
     num_workers: int | None = None,
     pixel_level: bool = True,
@@ -55,18 +55,23 @@ def evaluate(
 ) -> EvaluationResult:
     """Score every record and compute the paper's metrics per category (pixel ones only if `pixel_level`).
 
-    `figures` > 0 saves that many heat-map figures per category (image, mask, map overlay) under `out_dir`.
+    `text_features` replaces the learned prompts: one (2, E) tensor, or a function of the category name (e.g. the
+    hand-made CLIP prompts of each class). `figures` > 0 saves that many heat-map figures per category (image,
+    mask, map overlay) under `out_dir`.
     """
     model.eval()
     start = time.perf_counter()
-    with torch.no_grad():
-        text = model.text_features() if text_features is None else text_features
+    if text_features is None and not model.config.prompt.object_aware:
+        with torch.no_grad():
+            text_features = model.text_features()
     by_category: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         by_category[record.category].append(record)
     metrics = PAPER_METRICS if pixel_level else IMAGE_METRICS
     per_category = {}
     for category, items in by_category.items():
+        with torch.no_grad():
+            text = _category_text(model, text_features, category)
         dataset = AnomalyDataset(items, model.config.vision.image_size, mask_threshold)
         accumulator = CategoryAccumulator()
         saved = 0
@@ -86,6 +91,15 @@ def evaluate(
     if out_dir is not None:
         result.files = write_results(result, Path(out_dir))
     return result
+
+
+def _category_text(model: AnomalyCLIP, source, category: str) -> torch.Tensor:
+    """The (2, E) text features of one category: given, computed by `source`, or object-aware learned prompts."""
+    if callable(source):
+        return source(category)
+    if source is not None:
+        return source
+    return model.text_features([category])[0]
 
 
 def official_log_table(table: MetricTable) -> str:

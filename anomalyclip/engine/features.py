@@ -33,6 +33,7 @@ class FeatureBatch:
     features: VisualFeatures
     masks: torch.Tensor
     labels: torch.Tensor
+    categories: list[str]
 
 
 def cache_key(model: AnomalyCLIP, dataset: AnomalyDataset) -> str:
@@ -56,11 +57,12 @@ def cache_key(model: AnomalyCLIP, dataset: AnomalyDataset) -> str:
 class FeatureCache:
     """Global embeddings, per-layer patch tokens, masks and labels of N images, indexable by batches."""
 
-    def __init__(self, global_embedding, patch_tokens: Sequence, masks, labels):
+    def __init__(self, global_embedding, patch_tokens: Sequence, masks, labels, categories: Sequence[str]):
         self.global_embedding = global_embedding
         self.patch_tokens = list(patch_tokens)
         self.masks = masks
         self.labels = labels
+        self.categories = list(categories)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -86,6 +88,7 @@ class FeatureCache:
             if cached is not None:
                 log.info("feature cache: reusing %s", directory)
                 return cached
+        categories = [r.category for r in dataset.records]
         torch_dtype = CACHE_DTYPES[dtype]
         n, size = len(dataset), dataset.image_transform.size
         arrays: dict[str, np.ndarray] | None = None
@@ -112,8 +115,9 @@ class FeatureCache:
             for value in arrays.values():
                 if isinstance(value, np.memmap):
                     value.flush()
-            (Path(directory) / "cache.json").write_text(json.dumps({"key": key, "n": n, "layers": len(parts) - 1}))
-        return cls._from_arrays(arrays)
+            meta = {"key": key, "n": n, "layers": len(parts) - 1, "categories": categories}
+            (Path(directory) / "cache.json").write_text(json.dumps(meta))
+        return cls._from_arrays(arrays, categories)
 
     @staticmethod
     def _allocate(parts: dict[str, np.ndarray], n: int, size: int, directory: str | Path | None) -> dict:
@@ -141,12 +145,13 @@ class FeatureCache:
             log.info("feature cache %s was made for other settings or images; rebuilding", directory)
             return None
         names = ["global", "masks", "labels", *[f"layer{i}" for i in range(info["layers"])]]
-        return cls._from_arrays({k: np.load(directory / f"{k}.npy", mmap_mode="r") for k in names})
+        arrays = {k: np.load(directory / f"{k}.npy", mmap_mode="r") for k in names}
+        return cls._from_arrays(arrays, info["categories"])
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureCache:
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], categories: Sequence[str]) -> FeatureCache:
         layers = sorted((k for k in arrays if k.startswith("layer")), key=lambda k: int(k[5:]))
-        return cls(arrays["global"], [arrays[k] for k in layers], arrays["masks"], arrays["labels"])
+        return cls(arrays["global"], [arrays[k] for k in layers], arrays["masks"], arrays["labels"], categories)
 
     def batch(
         self, indices: Sequence[int], device: torch.device | str, dtype: torch.dtype = torch.float32
@@ -161,7 +166,7 @@ class FeatureCache:
             global_embedding=take(self.global_embedding).to(dtype),
             patch_tokens=[take(t).to(dtype) for t in self.patch_tokens],
         )
-        return FeatureBatch(features, take(self.masks).float(), take(self.labels))
+        return FeatureBatch(features, take(self.masks).float(), take(self.labels), [self.categories[i] for i in index])
 
 
 def device_autocast(device: torch.device) -> torch.autocast:

@@ -79,7 +79,7 @@ class ImageBatches:
         features.patch_tokens = [t.float() for t in features.patch_tokens]
         masks = torch.stack([it["mask"][0] for it in items]).to(device)
         labels = torch.tensor([it["label"] for it in items], device=device)
-        return FeatureBatch(features, masks, labels)
+        return FeatureBatch(features, masks, labels, [it["category"] for it in items])
 
 
 def train(
@@ -122,7 +122,7 @@ def train(
         bar = tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", disable=not progress, unit="batch")
         for step, indices in enumerate(bar):
             batch = source.batch(indices, model.device)
-            loss, _ = model.loss(batch.features, batch.labels, batch.masks, size)
+            loss, _ = model.loss(batch.features, batch.labels, batch.masks, size, batch.categories)
             optimizer.zero_grad()
             loss.total.backward()
             optimizer.step()
