@@ -69,3 +69,11 @@ def dpam_block_forward(
     x = x + block.ls_1(original)
     x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x, dpam_x + block.ls_1(dpam)
+
+
+def attention_weights(attn: nn.MultiheadAttention, x: torch.Tensor, mode: str = "qk") -> torch.Tensor:
+    """(B, L, L) head-averaged attention probabilities of `x` for 'qk' (CLIP) or a DPAM mode ('vv', 'qq', 'kk')."""
+    q, k, v = qkv(attn, x)
+    left, right = {"qk": (q, k), "vv": (v, v), "qq": (q, q), "kk": (k, k)}[mode]
+    scores = left @ right.transpose(-1, -2) * left.shape[-1] ** -0.5
+    return scores.softmax(dim=-1).mean(dim=1)

@@ -123,6 +123,8 @@ _COMPARED = (
     ("prompt", "shared_context"),
     ("prompt", "object_word"),
     ("prompt", "state_word"),
+    ("prompt", "normal_word"),
+    ("prompt", "object_aware"),
     ("vision", "features_list"),
     ("vision", "dpam_blocks"),
     ("vision", "dpam_mode"),

@@ -25,6 +25,8 @@ class PromptConfig:
     object_aware: bool = False
     """Ablation: put each image's category name where `object_word` stands (per-sample prompts)."""
     state_word: str = "damaged"
+    normal_word: str = ""
+    """A state word for the normal prompt (empty in AnomalyCLIP; "normal" for the CoOp baseline)."""
     shared_context: bool = False
     deep_tokens: bool = True
     fp16_deep_tokens: bool = True

@@ -73,7 +73,8 @@ class PromptLearner(nn.Module):
     def _templates(self, text_encoder: TextEncoder, word: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token ids (2, L) of `X..X word.` / `X..X state word.`, and the embeddings before and after the X slots."""
         placeholder = " ".join(["X"] * self.config.n_ctx)
-        texts = [f"{placeholder} {word}.", f"{placeholder} {self.config.state_word} {word}."]
+        normal = f"{self.config.normal_word} {word}".strip()
+        texts = [f"{placeholder} {normal}.", f"{placeholder} {self.config.state_word} {word}."]
         tokens = text_encoder.tokenize(texts)
         with torch.no_grad():
             embedded = text_encoder.embed(tokens)

@@ -36,7 +36,7 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "paper")
 """Profiles shipped as package data in `anomalyclip/profiles/`."""
 KERNEL_NAME = "python3"
-PATH_PARAMETERS = ("out_dir", "data_root", "weights")
+PATH_PARAMETERS = ("out_dir", "data_root", "weights", "dataset_dir", "checkpoint", "checkpoint_for_mvtec")
 AUTO = "auto"
 REPORT_FOLDERS = ("notebooks", "tables", "figures")
 
@@ -189,17 +189,27 @@ def plan(
     notebooks: Sequence[str] | None = None,
     notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
 ) -> list[PlannedRun]:
-    """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters."""
-    top = {**(overrides or {}), "out_dir": out_dir}
-    return [
-        PlannedRun(
-            nb.name,
-            Path(notebooks_dir) / f"{nb.name}.ipynb",
-            Path(out_dir) / "notebooks" / f"{nb.name}.ipynb",
-            merged_parameters(profile, top, nb),
-        )
-        for nb in select_notebooks(profile, notebooks)
-    ]
+    """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters.
+
+    A command-line value (e.g. `data_root`) goes only to the notebooks whose parameters cell declares it.
+    """
+    runs = []
+    for nb in select_notebooks(profile, notebooks):
+        source = Path(notebooks_dir) / f"{nb.name}.ipynb"
+        top = {**_declared(source, overrides or {}), "out_dir": out_dir}
+        runs.append(PlannedRun(nb.name, source, Path(out_dir) / "notebooks" / f"{nb.name}.ipynb",
+                               merged_parameters(profile, top, nb)))  # fmt: skip
+    return runs
+
+
+def _declared(notebook: Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The `values` whose names the notebook's parameters cell declares (all of them if it cannot be read yet)."""
+    if not notebook.is_file():
+        return dict(values)
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    return {k: v for k, v in values.items() if k in declared}
 
 
 # --------------------------------------------------------------------------------------------------------- kernel

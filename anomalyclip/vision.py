@@ -78,7 +78,8 @@ class VisionEncoder(nn.Module):
             self._pos_cache[key] = resize_positional_embedding(pos.detach(), grid)
         return self._pos_cache[key]
 
-    def forward(self, images: torch.Tensor) -> VisualFeatures:
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding, CLS token, resized positional embedding and `ln_pre`: the input of block 1."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise InputSizeError(f"expected images of shape (B, 3, S, S), got {tuple(images.shape)}")
         grid = self.grid_size(images.shape[-1])
@@ -86,8 +87,19 @@ class VisionEncoder(nn.Module):
         x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding(grid).to(x.dtype)
-        x = visual.ln_pre(x)
+        return visual.ln_pre(x)
 
+    @torch.no_grad()
+    def block_input(self, images: torch.Tensor, block: int) -> torch.Tensor:
+        """The original path's hidden state entering `block` (1-indexed), e.g. to inspect its attention."""
+        x = self.embed(images)
+        for block_module in self.visual.transformer.resblocks[: block - 1]:
+            x = block_forward(block_module, x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> VisualFeatures:
+        x = self.embed(images)
+        visual = self.visual
         dpam_x: torch.Tensor | None = None
         layers: list[torch.Tensor] = []
         for index, block in enumerate(visual.transformer.resblocks, start=1):

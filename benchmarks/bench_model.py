@@ -16,10 +16,10 @@ from anomalyclip.config import AnomalyCLIPConfig, VisionConfig
 from anomalyclip.model import AnomalyCLIP
 
 
-def time_forward(model: AnomalyCLIP, images: torch.Tensor, repeats: int, device: str) -> float:
+def time_forward(model: AnomalyCLIP, images: torch.Tensor, repeats: int, device: str, fp32: bool = False) -> float:
     """Median ms per image over `repeats` timed batches after one warm-up."""
     text = model.text_features().detach()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda") and not fp32)
     times = []
     with torch.no_grad(), autocast:
         for i in range(repeats + 1):
@@ -41,10 +41,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=518)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on a GPU (the official precision)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{torch.get_num_threads()}"
-    print(f"device: {name}; batch {args.batch}; {args.size} px; torch {torch.__version__}")
+    precision = "fp32" if args.fp32 or not args.device.startswith("cuda") else "bf16 autocast"
+    print(f"device: {name}; batch {args.batch}; {args.size} px; {precision}; torch {torch.__version__}")
     for backbone in args.models.split(","):
         clip = load_backbone(backbone, None, device=args.device)
         images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
@@ -52,7 +54,9 @@ def main() -> None:
         for label, blocks in (("plain", 0), ("dpam", 19)):
             config = AnomalyCLIPConfig(backbone=backbone, pretrained=None,
                                        vision=VisionConfig(image_size=args.size, dpam_blocks=blocks))  # fmt: skip
-            results[label] = time_forward(AnomalyCLIP(clip, config).to(args.device), images, args.repeats, args.device)
+            results[label] = time_forward(
+                AnomalyCLIP(clip, config).to(args.device), images, args.repeats, args.device, args.fp32
+            )
         overhead = 100 * (results["dpam"] / results["plain"] - 1)
         print(f"{backbone:14s} plain {results['plain']:8.1f} ms/img   DPAM {results['dpam']:8.1f} ms/img   "
               f"DPAM overhead {overhead:+.1f}%   ({1000 / results['dpam']:.1f} img/s)")  # fmt: skip

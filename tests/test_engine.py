@@ -160,8 +160,10 @@ def test_cli_train_test_predict(synth, tmp_path, capsys):
     assert main(["test", "--data-root", str(synth), "--categories", "disc", "--checkpoint", str(checkpoint),
                  "--out", str(tmp_path / "test"), *common]) == 0  # fmt: skip
     assert "objects" in capsys.readouterr().out
-    assert main(["predict", str(synth / "disc" / "test" / "crack"), "--checkpoint", str(checkpoint),
-                 "--out", str(tmp_path / "pred"), "--threshold", "0.5", "--backbone", "tiny", "--no-progress"]) == 0  # fmt: skip
+    predict_args = ["--out", str(tmp_path / "pred"), "--threshold", "0.5", "--backbone", "tiny", "--no-progress"]
+    assert (
+        main(["predict", str(synth / "disc" / "test" / "crack"), "--checkpoint", str(checkpoint), *predict_args]) == 0
+    )
     assert (tmp_path / "pred" / "scores.json").is_file()
 
 
@@ -169,8 +171,8 @@ def test_official_checkpoint_is_usable_by_test_and_predict(clip, synth, tmp_path
     official = save_official_checkpoint(tmp_path / "epoch_15.pth", make(clip).prompt_learner)
     model = load_model(official, backbone="tiny", image_size=SIZE)
     assert model.config.vision.features_list == (24,) and model.config.vision.dpam_blocks == 19
-    assert main(["predict", str(synth / "square" / "test" / "spot"), "--checkpoint", str(official),
-                 "--backbone", "tiny", "--image-size", str(SIZE), "--out", str(tmp_path / "p"), "--no-progress"]) == 0  # fmt: skip
+    options = ["--backbone", "tiny", "--image-size", str(SIZE), "--out", str(tmp_path / "p"), "--no-progress"]
+    assert main(["predict", str(synth / "square" / "test" / "spot"), "--checkpoint", str(official), *options]) == 0
 
 
 def test_checkpoint_that_does_not_match_the_configuration(clip, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from anomalyclip import reproduce as rp
-from anomalyclip.reproduce import NotebookFailedError, ReproduceError, load_profile, parse_profile
+from anomalyclip.reproduce import NOTEBOOKS_DIR, NotebookFailedError, ReproduceError, load_profile, parse_profile
 
 SIX = (
     "01_clip_misalignment",
@@ -35,7 +35,7 @@ folder = pathlib.Path(out_dir) / "tables"
 
 def _notebook(path: Path, body: str) -> None:
     parameters = new_code_cell(
-        'out_dir = None\ndevice = "cpu"\ngreeting = "default"', metadata={"tags": ["parameters"]}
+        'out_dir = None\ndevice = "cpu"\ngreeting = "default"\ndata_root = None\nweights = None', metadata={"tags": ["parameters"]}
     )
     nb = new_notebook(cells=[parameters, new_code_cell(body)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -69,7 +69,22 @@ def test_shipped_profiles_list_the_six_notebooks() -> None:
         profile = load_profile(name)
         assert profile.name == name and profile.parameters["backbone"] == backbone
         assert tuple(nb.name for nb in profile.notebooks) == SIX
-        assert {"out_dir", "device", "data_root", "weights"} - {"out_dir"} <= set(profile.parameters)
+        assert {"device", "weights", "dataset_dir"} <= set(profile.parameters)
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper"])
+def test_profiles_set_only_parameters_the_notebooks_declare(name: str) -> None:
+    """A misspelt parameter would be injected and silently ignored: every one must exist in the notebook."""
+    import papermill
+
+    profile = load_profile(name)
+    for nb in profile.notebooks:
+        path = NOTEBOOKS_DIR / f"{nb.name}.ipynb"
+        declared = set(papermill.inspect_notebook(str(path)))
+        given = set(profile.parameters) | set(nb.parameters) | {"out_dir", "weights", "device"}
+        if nb.name.startswith("06"):
+            given |= {"data_root"}
+        assert given <= declared, f"{nb.name}: {sorted(given - declared)} not in its parameters cell"
 
 
 def test_profile_validation_names_the_problem(tmp_path: Path) -> None:
@@ -97,7 +112,7 @@ def test_plan_merges_parameters_and_selects_by_number(workspace: Path, monkeypat
     runs = rp.plan(
         profile,
         workspace / "out",
-        overrides={"device": "cuda:1", "weights": "w.pt", "data_root": None},
+        overrides={"device": "cuda:1", "weights": "w.pt", "data_root": None, "undeclared": 1},
         notebooks=["02", "01_first"],
         notebooks_dir=workspace / "notebooks",
     )
@@ -106,6 +121,7 @@ def test_plan_merges_parameters_and_selects_by_number(workspace: Path, monkeypat
     assert first["greeting"] == "hello" and first["device"] == "cuda:1" and first["data_root"] is None
     assert first["weights"] == str(workspace / "w.pt") and first["out_dir"] == str(workspace / "out")
     assert "greeting" not in runs[1].parameters
+    assert "undeclared" not in first, "a command-line value goes only to notebooks that declare it"
     with pytest.raises(ReproduceError, match="'04' matches 0 notebooks"):
         rp.select_notebooks(profile, ["04"])
 

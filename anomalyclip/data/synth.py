@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from anomalyclip.errors import DataError
 
-SYNTH_FORMAT = 1
+SYNTH_FORMAT = 2
 """Bump when the drawing changes, so cached datasets made by older code are regenerated."""
 
 MARKER_NAME = ".anomalyclip-synth.json"

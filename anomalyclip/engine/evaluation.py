@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anomalyclip.data import AnomalyDataset, Record, make_loader
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD

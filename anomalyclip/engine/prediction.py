@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anomalyclip.data.io import read_image
 from anomalyclip.data.transforms import ImageTransform

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anomalyclip.checkpoint import load_checkpoint, save_checkpoint
 from anomalyclip.data import AnomalyDataset, Record
