@@ -103,7 +103,7 @@ SOURCES: tuple[DatasetSource, ...] = (
         url="https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar",
         filename="VisA_20220922.tar",
         sha256="2eb8690c803ab37de0324772964100169ec8ba1fa3f7e94291c9ca673f40f362",
-        licence=CC_BY_NC_SA,
+        licence="CC BY 4.0 (the LICENSE-DATASET file of amazon-science/spot-diff), https://creativecommons.org/licenses/by/4.0/",
         homepage="https://github.com/amazon-science/spot-diff",
     ),
     DatasetSource(
