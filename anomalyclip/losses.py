@@ -28,10 +28,10 @@ def focal_loss(
     As the official loss (Hsuxu/Loss_ToolBox): one-hot labels clamped to [smooth/(C-1), 1-smooth], p_t = sum(label*p)
     + smooth, loss = -(1 - p_t)^gamma log p_t, alpha = 1.
     """
-    classes = probabilities.shape[1]
-    one_hot = F.one_hot(target.long(), classes).movedim(-1, 1).to(probabilities.dtype)
-    one_hot = one_hot.clamp(smooth / (classes - 1), 1.0 - smooth)
-    pt = (one_hot * probabilities).sum(dim=1) + smooth
+    low, high = smooth / (probabilities.shape[1] - 1), 1.0 - smooth
+    # sum over classes of clamp(one_hot, low, high) * p, without building the one-hot tensor
+    at_target = probabilities.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    pt = low * probabilities.sum(dim=1) + (high - low) * at_target + smooth
     return (-((1 - pt) ** gamma) * pt.log()).mean()
 
 

@@ -212,9 +212,14 @@ def _auroc(scores: _Scores, fpr_limit: float) -> _Result:
 
 
 def _average_precision(scores: _Scores, fpr_limit: float) -> _Result:
-    """Step-wise average precision, sum of recall increments times precision, as sklearn's average_precision_score."""
-    if scores.pos_input.size == 0:
-        return _Result(math.nan, f"no anomalous {scores.unit} in this category: AP is undefined")
+    """Step-wise average precision, sum of recall increments times precision, as sklearn's average_precision_score.
+
+    Without normal samples AP is 1 whatever the scores (sklearn says so too); it is reported undefined instead, as
+    AUROC is, so that a table never shows a perfect score that measures nothing.
+    """
+    reason = _two_class_reason(scores, "AP")
+    if reason:
+        return _Result(math.nan, reason)
     _, counts, tp, fp = scores.pr_points
     return _Result(float(np.sum(counts / scores.pos_input.size * (tp / (tp + fp)))))
 

@@ -79,15 +79,20 @@ class AnomalyCLIP(nn.Module):
         """Frozen visual features; computed without gradients since nothing before the prompts trains."""
         return self.vision(images)
 
-    def head(self, features: VisualFeatures, text_features: torch.Tensor, image_size: int) -> AnomalyOutput:
-        """Scores and maps from visual features and (2, E) text features."""
+    def head(
+        self, features: VisualFeatures, text_features: torch.Tensor, image_size: int, smooth: bool = True
+    ) -> AnomalyOutput:
+        """Scores and maps from visual features and (2, E) text features.
+
+        `smooth=False` skips the Gaussian (training never uses the smoothed map); `anomaly_map` is then the raw one.
+        """
         t = self.config.head.temperature
         maps = head.similarity_maps(features.patch_tokens, text_features, image_size, t)
         raw = head.anomaly_map(maps)
         logits = head.global_logits(features.global_embedding, text_features, t)
         return AnomalyOutput(
             image_scores=logits.softmax(dim=-1)[:, 1],
-            anomaly_map=head.gaussian_blur(raw.float(), self.config.head.sigma),
+            anomaly_map=head.gaussian_blur(raw.float(), self.config.head.sigma) if smooth else raw,
             anomaly_map_raw=raw,
             similarity_maps=maps,
             global_logits=logits,
@@ -113,6 +118,6 @@ class AnomalyCLIP(nn.Module):
         categories: Sequence[str] | None = None,
     ) -> tuple[GlocalLoss, AnomalyOutput]:
         """The glocal training loss of a batch, with gradients reaching the prompt learner."""
-        output = self.head(features, self.text_features(categories), image_size)
+        output = self.head(features, self.text_features(categories), image_size, smooth=False)
         masks = (masks > 0.5).to(output.similarity_maps[0].dtype)
         return glocal_loss(output.global_logits, labels, output.similarity_maps, masks, self.config.loss), output

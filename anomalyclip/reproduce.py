@@ -191,25 +191,46 @@ def plan(
 ) -> list[PlannedRun]:
     """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters.
 
-    A command-line value (e.g. `data_root`) goes only to the notebooks whose parameters cell declares it.
+    A notebook receives only the parameters its `parameters` cell declares; a profile parameter that no selected
+    notebook declares is an error (a misspelt name would otherwise be ignored).
     """
+    selected = select_notebooks(profile, notebooks)
+    declared = {nb.name: _declared_names(Path(notebooks_dir) / f"{nb.name}.ipynb") for nb in profile.notebooks}
+    _check_declared(profile, declared)
     runs = []
-    for nb in select_notebooks(profile, notebooks):
-        source = Path(notebooks_dir) / f"{nb.name}.ipynb"
-        top = {**_declared(source, overrides or {}), "out_dir": out_dir}
-        runs.append(PlannedRun(nb.name, source, Path(out_dir) / "notebooks" / f"{nb.name}.ipynb",
-                               merged_parameters(profile, top, nb)))  # fmt: skip
+    for nb in selected:
+        parameters = merged_parameters(profile, {**(overrides or {}), "out_dir": out_dir}, nb)
+        names = declared[nb.name]
+        if names is not None:
+            parameters = {k: v for k, v in parameters.items() if k in names}
+        runs.append(PlannedRun(nb.name, Path(notebooks_dir) / f"{nb.name}.ipynb",
+                               Path(out_dir) / "notebooks" / f"{nb.name}.ipynb", parameters))  # fmt: skip
     return runs
 
 
-def _declared(notebook: Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The `values` whose names the notebook's parameters cell declares (all of them if it cannot be read yet)."""
+def _declared_names(notebook: Path) -> set[str] | None:
+    """Names in the notebook's parameters cell, or None while the notebook does not exist."""
     if not notebook.is_file():
-        return dict(values)
+        return None
     import papermill
 
-    declared = papermill.inspect_notebook(str(notebook))
-    return {k: v for k, v in values.items() if k in declared}
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def _check_declared(profile: Profile, declared: Mapping[str, set[str] | None]) -> None:
+    """Each notebook's own parameters exist in it, and each shared one in at least one of the profile's notebooks."""
+    known = {name: names for name, names in declared.items() if names is not None}
+    for nb in profile.notebooks:
+        unknown = sorted(set(nb.parameters) - known.get(nb.name, set(nb.parameters)))
+        if unknown:
+            raise ReproduceError(f"{profile.source}: {nb.name} has no parameter(s) {unknown} in its parameters cell")
+    if known:
+        unknown = sorted(set(profile.parameters) - set().union(*known.values()))
+        if unknown:
+            raise ReproduceError(
+                f"{profile.source}: no notebook declares the parameter(s) {unknown}; expected names from their "
+                "parameters cells"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------- kernel

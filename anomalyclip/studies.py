@@ -214,6 +214,14 @@ DATASET_FOLDERS = {
 }  # fmt: skip
 """Folder names users give their downloads, mapped to the data layer's dataset names."""
 
+STAND_INS = {"ham10000", "hazelnut_toy"}
+"""Folders read with a paper dataset's loader that are not that dataset: never compared with the paper."""
+
+
+def paper_dataset(folder: str, name: str) -> str | None:
+    """The paper's dataset that `folder` (loaded as `name`) is, or None for a stand-in or a user's own data."""
+    return None if folder.lower() in STAND_INS or name in ("generic", "meta_json") else name
+
 
 def discover_datasets(root: str | Path) -> dict[str, str]:
     """Folder -> dataset name for every folder of `root` that a known name or layout identifies, sorted."""
@@ -258,6 +266,7 @@ __all__ = [
     "diagonal_prominence",
     "discover_datasets",
     "load_clip",
+    "paper_dataset",
     "score_frame",
     "smoke_config",
     "study_data",

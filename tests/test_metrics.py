@@ -312,3 +312,14 @@ def test_dtype_change_between_batches_is_refused():
     accumulator.update(masks[:2], maps[:2])
     with pytest.raises(MetricError, match="dtype"):
         accumulator.update(masks[2:], maps[2:].astype(np.float64))
+
+
+def test_image_ap_without_normal_images_is_undefined_not_perfect():
+    from anomalyclip.metrics import evaluate_category
+
+    masks = np.zeros((3, 4, 4), dtype=bool)
+    masks[:, 1, 1] = True
+    result = evaluate_category(masks, np.random.default_rng(0).random((3, 4, 4)), [1, 1, 1], [0.2, 0.5, 0.9])
+    assert np.isnan(result["image_ap"]) and np.isnan(result["image_auroc"])
+    assert "no normal images" in result["reasons"]["image_ap"]
+    assert result["pixel_auroc"] == result["pixel_auroc"], "pixel metrics stay defined"

@@ -13,7 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from anomalyclip import reproduce as rp
-from anomalyclip.reproduce import NOTEBOOKS_DIR, NotebookFailedError, ReproduceError, load_profile, parse_profile
+from anomalyclip.reproduce import NotebookFailedError, ReproduceError, load_profile, parse_profile
 
 SIX = (
     "01_clip_misalignment",
@@ -35,7 +35,9 @@ folder = pathlib.Path(out_dir) / "tables"
 
 def _notebook(path: Path, body: str) -> None:
     parameters = new_code_cell(
-        'out_dir = None\ndevice = "cpu"\ngreeting = "default"\ndata_root = None\nweights = None', metadata={"tags": ["parameters"]}
+        'out_dir = None\ndevice = "cpu"\ngreeting = "default"\ndata_root = None\nweights = None\nbackbone = None\n'
+        "pretrained = None",
+        metadata={"tags": ["parameters"]},
     )
     nb = new_notebook(cells=[parameters, new_code_cell(body)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -73,18 +75,22 @@ def test_shipped_profiles_list_the_six_notebooks() -> None:
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper"])
-def test_profiles_set_only_parameters_the_notebooks_declare(name: str) -> None:
-    """A misspelt parameter would be injected and silently ignored: every one must exist in the notebook."""
+def test_shipped_profiles_match_the_notebooks(name: str, tmp_path: Path) -> None:
+    """Every parameter a shipped profile sets is declared by a notebook; each notebook gets only its own."""
     import papermill
 
-    profile = load_profile(name)
-    for nb in profile.notebooks:
-        path = NOTEBOOKS_DIR / f"{nb.name}.ipynb"
-        declared = set(papermill.inspect_notebook(str(path)))
-        given = set(profile.parameters) | set(nb.parameters) | {"out_dir", "weights", "device"}
-        if nb.name.startswith("06"):
-            given |= {"data_root"}
-        assert given <= declared, f"{nb.name}: {sorted(given - declared)} not in its parameters cell"
+    for run in rp.plan(load_profile(name), tmp_path, overrides={"data_root": tmp_path, "device": "cpu"}):
+        declared = set(papermill.inspect_notebook(str(run.input)))
+        assert set(run.parameters) <= declared, run.name
+        assert ("data_root" in run.parameters) == run.name.startswith("06"), run.name
+
+
+def test_a_parameter_no_notebook_declares_is_an_error(workspace: Path) -> None:
+    profile = parse_profile(
+        {"parameters": {"backbone": "tiny", "gretting": 1}, "notebooks": ["01_first"]}, "p", "p.yaml"
+    )
+    with pytest.raises(ReproduceError, match=r"no notebook declares the parameter\(s\) \['gretting'\]"):
+        rp.plan(profile, workspace / "out", notebooks_dir=workspace / "notebooks")
 
 
 def test_profile_validation_names_the_problem(tmp_path: Path) -> None:
