@@ -8,7 +8,7 @@ from anomalyclip.config import (
     TrainConfig,
     VisionConfig,
 )
-from anomalyclip.errors import AnomalyCLIPError, BackboneError, CheckpointError, DataError, MetricError
+from anomalyclip.errors import AnomalyCLIPError, BackboneError, CheckpointError, ConfigError, DataError, MetricError
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "AnomalyCLIPError",
     "BackboneError",
     "CheckpointError",
+    "ConfigError",
     "DataError",
     "HeadConfig",
     "LossConfig",

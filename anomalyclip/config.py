@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from anomalyclip.errors import ConfigError
+
 DpamMode = Literal["vv", "qq", "kk"]
 
 
@@ -100,7 +102,7 @@ class AnomalyCLIPConfig:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in sections:
-                raise ValueError(f"unknown configuration key {key!r}; expected one of {sorted(sections)}")
+                raise ConfigError(f"unknown configuration key {key!r}; expected one of {sorted(sections)}")
             section_type = _SECTION_TYPES.get(key)
             kwargs[key] = _build_section(section_type, key, value) if section_type else value
         return cls(**kwargs)
@@ -123,10 +125,10 @@ def _build_section(section_type: type, name: str, value: Any) -> Any:
     if isinstance(value, section_type):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"configuration section {name!r} must be a mapping, got {type(value).__name__}")
+        raise ConfigError(f"configuration section {name!r} must be a mapping, got {type(value).__name__}")
     known = {f.name: f for f in dataclasses.fields(section_type)}
     unknown = sorted(set(value) - set(known))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in configuration section {name!r}; expected {sorted(known)}")
+        raise ConfigError(f"unknown key(s) {unknown} in configuration section {name!r}; expected {sorted(known)}")
     coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     return section_type(**coerced)

@@ -23,3 +23,7 @@ class DataError(AnomalyCLIPError):
 
 class MetricError(AnomalyCLIPError, ValueError):
     """Inputs to a metric have the wrong shape, values or type."""
+
+
+class ConfigError(AnomalyCLIPError, ValueError):
+    """A configuration value out of range or unknown (names the key, the value and what is allowed)."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalyclip.config import PromptConfig
+from anomalyclip.errors import ConfigError
 from anomalyclip.text import TextEncoder
 
 CLIP_TEMPLATES = ("a photo of a normal {}.", "a photo of an anomalous {}.")
@@ -50,9 +51,9 @@ class PromptLearner(nn.Module):
         """Vectors are drawn from N(0, 0.02) as in the official code; `seed` makes them reproducible."""
         super().__init__()
         if config.n_ctx < config.t_n_ctx and config.deep_tokens:
-            raise ValueError(f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})")
+            raise ConfigError(f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})")
         if config.deep_tokens and not 1 <= config.depth <= len(text_encoder.blocks):
-            raise ValueError(f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}")
+            raise ConfigError(f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}")
         self.config = config
         width = text_encoder.width
         generator = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -11,7 +11,7 @@ from torch import nn
 
 from anomalyclip.attention import block_forward, dpam_block_forward
 from anomalyclip.config import VisionConfig
-from anomalyclip.errors import InputSizeError
+from anomalyclip.errors import ConfigError, InputSizeError
 
 
 @dataclass
@@ -40,7 +40,7 @@ def resize_positional_embedding(pos: torch.Tensor, grid: int) -> torch.Tensor:
 def dpam_block_indices(num_blocks: int, dpam_blocks: int) -> range:
     """1-indexed blocks that get the DPAM path: the last `dpam_blocks` of `num_blocks`."""
     if not 0 <= dpam_blocks <= num_blocks:
-        raise ValueError(f"dpam_blocks must be between 0 and {num_blocks} (the backbone's depth), got {dpam_blocks}")
+        raise ConfigError(f"dpam_blocks must be between 0 and {num_blocks} (the backbone's depth), got {dpam_blocks}")
     return range(num_blocks - dpam_blocks + 1, num_blocks + 1)
 
 
@@ -54,7 +54,7 @@ class VisionEncoder(nn.Module):
         blocks = len(self.visual.transformer.resblocks)
         bad = [layer for layer in config.features_list if not 1 <= layer <= blocks]
         if bad:
-            raise ValueError(f"features_list {list(config.features_list)} has layers {bad} outside 1..{blocks}")
+            raise ConfigError(f"features_list {list(config.features_list)} has layers {bad} outside 1..{blocks}")
         self.dpam = set(dpam_block_indices(blocks, config.dpam_blocks))
         self._pos_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 

@@ -195,3 +195,10 @@ def test_empty_or_bad_data_gives_the_data_layers_error(clip, tmp_path, capsys):
 def test_bad_predict_input(clip, tmp_path):
     with pytest.raises(DataError, match="does not exist; expected an image file or a folder"):
         predict(make(clip), [tmp_path / "nope.png"], tmp_path / "out", progress=False)
+
+
+def test_cli_configuration_errors_are_one_line(synth, tmp_path, capsys):
+    status = main(["train", "--data-root", str(synth), "--backbone", "tiny", "--n-ctx", "2", "--t-n-ctx", "4",
+                   "--out", str(tmp_path), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "t_n_ctx (4) cannot exceed the prompt length n_ctx (2)" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import yaml
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.data import DATASETS, load_records
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
-from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.errors import AnomalyCLIPError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,8 @@ def _read_config_file(path: Path) -> dict:
         raise AnomalyCLIPError(f"{path} must hold a mapping of configuration sections, got {type(data).__name__}")
     try:
         AnomalyCLIPConfig.from_dict(data)
-    except (TypeError, ValueError) as err:
-        raise AnomalyCLIPError(f"{path}: {err}") from err
+    except (TypeError, ConfigError) as err:
+        raise ConfigError(f"{path}: {err}") from err
     return data
 
 
@@ -173,10 +173,7 @@ def _train(args: argparse.Namespace) -> int:
     from anomalyclip.engine.training import train
     from anomalyclip.model import AnomalyCLIP
 
-    try:
-        config = config_from_args(args)
-    except ValueError as err:
-        raise AnomalyCLIPError(str(err)) from err
+    config = config_from_args(args)
     records = _records(args)
     model = AnomalyCLIP.from_config(config, device=resolve_device(args.device))
     try:

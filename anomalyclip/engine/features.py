@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from anomalyclip.data import AnomalyDataset, make_loader
+from anomalyclip.errors import ConfigError
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.vision import VisualFeatures
 
@@ -81,7 +82,7 @@ class FeatureCache:
     ) -> FeatureCache:
         """One backbone pass over `dataset`; with `directory`, memory-mapped `.npy` files reused when the key fits."""
         if dtype not in CACHE_DTYPES:
-            raise ValueError(f"cache dtype {dtype!r}; expected one of {sorted(CACHE_DTYPES)}")
+            raise ConfigError(f"cache dtype {dtype!r}; expected one of {sorted(CACHE_DTYPES)}")
         key = cache_key(model, dataset)
         if directory is not None:
             cached = cls._open(Path(directory), key)

@@ -18,7 +18,7 @@ from anomalyclip.data.io import read_image
 from anomalyclip.data.transforms import ImageTransform
 from anomalyclip.engine.features import device_autocast
 from anomalyclip.engine.visualize import overlay, resize_map
-from anomalyclip.errors import DataError
+from anomalyclip.errors import ConfigError, DataError
 from anomalyclip.model import AnomalyCLIP
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def thresholds_from_normals(
     of this set would be flagged.
     """
     if not 0 < quantile <= 1:
-        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+        raise ConfigError(f"quantile must be in (0, 1], got {quantile}")
     scored = score_images(model, collect_images(normal_images), batch_size, progress=False)
     scores = np.array([s for _, _, s, _ in scored])
     peaks = np.array([m.max() for _, _, _, m in scored])
