@@ -20,11 +20,11 @@ from open_clip.model import CLIP
 
 from anomalyclip.attention import attention_weights
 from anomalyclip.backbone import load_backbone
-from anomalyclip.config import AnomalyCLIPConfig, PromptConfig, TrainConfig, VisionConfig
+from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
 from anomalyclip.data import AnomalyDataset, Record, load_records
 from anomalyclip.data.adapters.registry import resolve
 from anomalyclip.data.synth import SYNTH_CATEGORIES, ensure_synthetic_dataset
-from anomalyclip.engine.evaluation import evaluate
+from anomalyclip.engine.evaluation import category_text_features, evaluate
 from anomalyclip.engine.training import train
 from anomalyclip.errors import DataError
 from anomalyclip.model import AnomalyCLIP
@@ -160,15 +160,16 @@ def score_frame(
     """
     rows = []
     dataset = AnomalyDataset(records, model.config.vision.image_size)
+    per_category: dict[str, torch.Tensor] = {}
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         images = torch.stack([it["image"] for it in items]).to(model.device)
         categories = [it["category"] for it in items]
         with torch.no_grad():
             features = model.encode_image(images)
-            per_image = torch.stack([text(c) for c in categories]) if text else model.text_features(categories)
-            if per_image.ndim == 2:
-                per_image = per_image.expand(len(items), -1, -1)
+            for category in set(categories) - set(per_category):
+                per_category[category] = category_text_features(model, text, category)
+            per_image = torch.stack([per_category[c] for c in categories])
             output = model.head(features, per_image, images.shape[-1])
             cosines = output.global_logits * model.config.head.temperature
         for i, item in enumerate(items):
@@ -258,7 +259,6 @@ def _vision_key(config: AnomalyCLIPConfig) -> str:
 __all__ = [
     "DATASET_FOLDERS",
     "HANDMADE",
-    "PromptConfig",
     "StudyData",
     "Variant",
     "attention_maps",

@@ -71,7 +71,7 @@ def evaluate(
     per_category = {}
     for category, items in by_category.items():
         with torch.no_grad():
-            text = _category_text(model, text_features, category)
+            text = category_text_features(model, text_features, category)
         dataset = AnomalyDataset(items, model.config.vision.image_size, mask_threshold)
         accumulator = CategoryAccumulator()
         saved = 0
@@ -93,13 +93,18 @@ def evaluate(
     return result
 
 
-def _category_text(model: AnomalyCLIP, source, category: str) -> torch.Tensor:
-    """The (2, E) text features of one category: given, computed by `source`, or object-aware learned prompts."""
+def category_text_features(
+    model: AnomalyCLIP, source: torch.Tensor | Callable[[str], torch.Tensor] | None, category: str
+) -> torch.Tensor:
+    """The (2, E) text features of one category: given, computed by `source`, or the learned prompts (with the
+    category's name when they are object-aware)."""
     if callable(source):
         return source(category)
     if source is not None:
         return source
-    return model.text_features([category])[0]
+    if model.config.prompt.object_aware:
+        return model.text_features([category])[0]
+    return model.text_features()
 
 
 def official_log_table(table: MetricTable) -> str:
