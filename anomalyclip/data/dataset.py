@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -32,10 +32,19 @@ def load_pair(record: Record, mask_threshold: int = DEFAULT_MASK_THRESHOLD) -> t
 class AnomalyDataset(torch.utils.data.Dataset):
     """Items {image (3,S,S), mask (1,S,S) 0/1, label, category, defect, path}, official transforms."""
 
-    def __init__(self, records: Sequence[Record], image_size: int = 518, mask_threshold: int = DEFAULT_MASK_THRESHOLD):
+    def __init__(
+        self,
+        records: Sequence[Record],
+        image_size: int = 518,
+        mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+        *,
+        image_transform: Callable[[Image.Image], torch.Tensor] | None = None,
+        mask_transform: Callable[[Image.Image | None], torch.Tensor] | None = None,
+    ):
+        """`image_transform` / `mask_transform` replace the official ones (a method whose reference code differs)."""
         self.records = list(records)
-        self.image_transform = ImageTransform(image_size)
-        self.mask_transform = MaskTransform(image_size)
+        self.image_transform = image_transform or ImageTransform(image_size)
+        self.mask_transform = mask_transform or MaskTransform(image_size)
         self.mask_threshold = mask_threshold
 
     def __len__(self) -> int:
