@@ -74,6 +74,12 @@ class Detector(nn.Module):
         """Scores and raw maps of a (B, 3, S, S) batch of one category."""
         raise NotImplementedError
 
+    def finalize_scores(self, image_scores: torch.Tensor, map_maxima: torch.Tensor) -> torch.Tensor:
+        """Category-level post-processing of the (N,) image scores of all test images of one category, given the
+        maxima of their smoothed maps; identity for most methods (VAND's few-shot score normalises over the category).
+        """
+        return image_scores
+
     def forward(self, images: torch.Tensor, category: str, references: torch.Tensor | None = None) -> DetectorOutput:
         """One batch end to end (prepare + score): what the method computes on its own."""
         return self.score(images, self.prepare(category, references))
