@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_args(train, split_default="test")
     _backbone_args(train)
     _config_args(train)
+    train.add_argument("--method", default="anomalyclip", choices=_learning_methods(), help="which method learns")
     train.add_argument("--out", type=Path, default=Path("runs/train"), help="folder for checkpoints and history")
     train.add_argument("--cache", choices=["memory", "disk", "none"], default="memory",
                        help="feature cache: the backbone runs once instead of every epoch")  # fmt: skip
@@ -75,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--normal", type=Path, nargs="+", help="known-normal images: derive both thresholds")
     predict.add_argument("--quantile", type=float, default=1.0, help="quantile of normal scores (default: max)")
     predict.set_defaults(func=_predict)
+
+
+def _learning_methods() -> list[str]:
+    from anomalyclip.methods.registry import METHODS
+
+    return [name for name, info in METHODS.items() if info.learns]
 
 
 def _method_args(parser: argparse.ArgumentParser) -> None:
@@ -186,14 +193,13 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from anomalyclip.engine.training import train
-    from anomalyclip.model import AnomalyCLIP
+    from anomalyclip.methods import build_detector
 
     config = config_from_args(args)
     records = _records(args)
-    model = AnomalyCLIP.from_config(config, device=resolve_device(args.device))
+    detector = build_detector(args.method, config=config, device=resolve_device(args.device))
     try:
-        result = train(model, records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
+        result = detector.fit(records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
                        cache_dir=args.cache_dir, resume=args.resume, num_workers=args.num_workers,
                        mask_threshold=args.mask_threshold, progress=not args.no_progress)  # fmt: skip
     except torch.cuda.OutOfMemoryError as err:
