@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from anomalyclip.data import Record
@@ -34,6 +35,8 @@ class EvaluationResult:
     images: int
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+    """One row per image: path, category, defect, label, final image score and the smoothed map's maximum."""
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -63,16 +66,20 @@ def evaluate(
     detector = as_detector(detector)
     start = time.perf_counter()
     metrics = PAPER_METRICS if pixel_level else IMAGE_METRICS
-    per_category = {}
+    per_category, per_image = {}, []
     batches = score_categories(detector, records, references=references, batch_size=batch_size,
                                num_workers=num_workers, precision=precision, mask_threshold=mask_threshold,
                                progress=progress)  # fmt: skip
     for category, scored in batches:
         accumulator = CategoryAccumulator()
-        labels, scores, maxima = [], [], []
+        labels, scores, maxima, rows = [], [], [], []
         saved = 0
         for batch in scored:
             accumulator.update(batch.masks, batch.maps)
+            rows += [
+                {"image": p, "category": category, "defect": d}
+                for p, d in zip(batch.items["path"], batch.items["defect"], strict=True)
+            ]
             labels.append(batch.labels)
             scores.append(batch.image_scores)
             maxima.append(batch.maps.reshape(len(batch.maps), -1).max(axis=1))
@@ -82,8 +89,12 @@ def evaluate(
                                          torch.from_numpy(np.concatenate(maxima)))  # fmt: skip
         accumulator.set_images(np.concatenate(labels), final.numpy())
         per_category[category] = accumulator.compute(metrics)
+        for row, label, score, peak in zip(rows, np.concatenate(labels), final.tolist(), np.concatenate(maxima),
+                                           strict=True):  # fmt: skip
+            per_image.append(row | {"label": int(label), "score": float(score), "map_max": float(peak)})
     settings = detector.describe() | {"precision": precision, "mask_threshold": mask_threshold}
-    result = EvaluationResult(summarize(per_category), len(records), time.perf_counter() - start, settings)
+    seconds = time.perf_counter() - start
+    result = EvaluationResult(summarize(per_category), len(records), seconds, settings, per_image)
     if out_dir is not None:
         result.files = write_results(result, Path(out_dir))
     return result
@@ -116,11 +127,15 @@ def write_results(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
         "csv": out_dir / "results.csv",
         "markdown": out_dir / "results.md",
         "log": out_dir / "log.txt",
+        "scores": out_dir / "scores.csv",
     }
     files["json"].write_text(json.dumps(payload, indent=2))
     data.to_csv(files["csv"], index_label="category")
     files["markdown"].write_text(result.metrics.to_markdown() + "\n")
     files["log"].write_text(official_log_table(result.metrics) + "\n")
+    pd.DataFrame(result.per_image, columns=["image", "category", "defect", "label", "score", "map_max"]).to_csv(
+        files["scores"], index=False
+    )
     return files
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
     return method
+
+
+def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:
+    """The typed configuration of `method` from plain data (None: its paper recipe), validated where it is defined."""
+    check_method(method)
+    if method in PROMPTED:
+        return AnomalyCLIPConfig.from_dict(dict(data or {}))
+    raise ConfigError(f"method {method} has no configuration type")  # every method in METHODS is handled above
 
 
 def as_detector(model: Detector | AnomalyCLIP) -> Detector:

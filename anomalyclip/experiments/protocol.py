@@ -1,0 +1,94 @@
+"""The paper's protocol as data: which dataset trains the learned methods and which datasets each training is tested
+on (FACTS §1.7). Prompts learned on the test split of a primary auxiliary dataset (MVTec AD) are evaluated on every
+other dataset; prompts learned on a secondary one (VisA) are evaluated on the primary. Methods that learn nothing are
+evaluated on every dataset. The smoke protocol has the same shape on two synthetic domains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anomalyclip.data.synth import OBJECT_CATEGORIES, TEXTURE_CATEGORIES, ensure_synthetic_dataset
+from anomalyclip.errors import ConfigError
+from anomalyclip.experiments.jobs import DataSource, Job
+from anomalyclip.methods.registry import METHODS
+
+SMOKE_SOURCE = "synthetic source"
+SMOKE_TARGET = "synthetic target"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Train on `primary` -> test everything else; train on `secondary` -> test `primary`."""
+
+    name: str
+    primary: str
+    secondary: str
+
+    def transfers(self, available: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """(training dataset, evaluated datasets) pairs among the `available` dataset names."""
+        missing = [d for d in (self.primary, self.secondary) if d not in available]
+        if missing:
+            raise ConfigError(f"the {self.name} protocol trains on {missing}, which are not among {list(available)}")
+        others = tuple(d for d in available if d != self.primary)
+        return [(self.primary, others), (self.secondary, (self.primary,))]
+
+    def ablation_transfers(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The paper's ablations: each way between the two auxiliary datasets (MVTec AD -> VisA, VisA -> MVTec AD)."""
+        return [(self.primary, (self.secondary,)), (self.secondary, (self.primary,))]
+
+
+PAPER = Protocol("paper", "MVTec AD", "VisA")
+SMOKE = Protocol("smoke", SMOKE_SOURCE, SMOKE_TARGET)
+PROTOCOLS = {p.name: p for p in (PAPER, SMOKE)}
+
+
+def smoke_sources(root: str | Path | None = None) -> dict[str, DataSource]:
+    """The two synthetic domains (textures as source, objects as target), generated once under `root`."""
+    base = Path(root) if root is not None else None
+    folders = {
+        SMOKE_SOURCE: ensure_synthetic_dataset(base and base / "synthetic_source", categories=TEXTURE_CATEGORIES),
+        SMOKE_TARGET: ensure_synthetic_dataset(base and base / "synthetic_target", categories=OBJECT_CATEGORIES,
+                                               seed=1),  # fmt: skip
+    }
+    return {name: DataSource(name, "generic", str(folder)) for name, folder in folders.items()}
+
+
+def table_jobs(
+    protocol: Protocol,
+    sources: Mapping[str, DataSource],
+    configs: Mapping[str, Mapping[str, Any]],
+    *,
+    precision: str = "fp32",
+) -> list[Job]:
+    """The jobs of Tables 1-2: every method in `configs` (method -> configuration dict) on every source."""
+    jobs = []
+    for method, config in configs.items():
+        if METHODS[method].learns:
+            for train, targets in protocol.transfers(list(sources)):
+                jobs.append(Job(method, config, tuple(sources[t] for t in targets), sources[train], precision,
+                                tags={"table": "main", "trained on": train}))  # fmt: skip
+        else:
+            jobs.append(Job(method, config, tuple(sources.values()), None, precision, tags={"table": "main"}))
+    return jobs
+
+
+def ablation_jobs(
+    protocol: Protocol,
+    sources: Mapping[str, DataSource],
+    variants: Mapping[str, tuple[str, Mapping[str, Any]]],
+    *,
+    precision: str = "fp32",
+    ablation: str = "",
+) -> list[Job]:
+    """One job per (variant, direction): `variants` maps a label to (method, configuration dict)."""
+    jobs = []
+    for label, (method, config) in variants.items():
+        for train, targets in protocol.ablation_transfers():
+            learned = METHODS[method].learns
+            jobs.append(Job(method, config, tuple(sources[t] for t in targets), sources[train] if learned else None,
+                            precision, tags={"ablation": ablation, "variant": label, "trained on": train}))  # fmt: skip
+    return jobs
