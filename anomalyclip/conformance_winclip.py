@@ -55,8 +55,12 @@ class _Comparison:
         self.record(key, float(np.abs(got - want).max()) if want.size else 0.0, tol)
 
     def record(self, name: str, worst: float, tol: float) -> None:
-        """Append one check; also for what the bundle states outside `expected.npz` (prompts, transform constants)."""
+        """Append one check of largest difference `worst`."""
         self.report.checks.append(Check(name, worst, tol, bool(worst <= tol)))
+
+    def same(self, name: str, ours: Any, stated: Any) -> None:
+        """A setting or text the bundle states outside `expected.npz` must equal ours exactly."""
+        self.record(name, 0.0 if ours == stated else math.inf, 0.0)
 
     def flag_unchecked(self) -> None:
         """Every expected array without a check fails, so that nothing in a bundle is silently ignored."""
@@ -88,16 +92,22 @@ def check_winclip_bundle(bundle: str | Path, device: str | torch.device = "cpu")
     raw = _read_json(bundle / "config.json")
     config = bundle_config(bundle, raw)
     expected = _load_expected(bundle / "expected.npz")
-    try:
-        class_name, k_shots, transforms = str(raw["class_name"]), [int(k) for k in raw["k_shots"]], raw["transforms"]
-        stated = [*transforms["mean"], *transforms["std"]]
-    except KeyError as err:
-        raise BundleError(f"{bundle / 'config.json'} lacks the setting {err}") from err
     report = ConformanceReport(bundle=str(bundle))
     check = _Comparison(expected, report)
-    check.record("transform_mean_std", float(np.abs(np.subtract([*OPENAI_MEAN, *OPENAI_STD], stated)).max()), 0.0)
-
     detector = WinCLIP.from_config(config, device)
+    try:
+        class_name, k_shots = str(raw["class_name"]), [int(k) for k in raw["k_shots"]]
+        check.same(
+            "transform_mean_std", [*OPENAI_MEAN, *OPENAI_STD], [*raw["transforms"]["mean"], *raw["transforms"]["std"]]
+        )
+        check.same("model_config", raw["model_config"], _read_json(Path(config.backbone)))
+        check.same("grid_size", list(detector.grid), list(raw["grid_size"]))
+        n_windows = {f"s{scale}": w.shape[1] for scale, w in zip(config.scales, detector.windows, strict=True)}
+        check.same("n_windows", n_windows, raw["n_windows"])
+        normal, anomalous = prompt_ensemble(class_name)
+        check.same("n_prompts", {"normal": len(normal), "anomalous": len(anomalous)}, raw["n_prompts"])
+    except KeyError as err:
+        raise BundleError(f"{bundle / 'config.json'} lacks the setting {err}") from err
     images, masks, labels, references = _read_inputs(bundle, raw, detector)
     if max(k_shots, default=0) > len(references):
         raise BundleError(f"{bundle / 'config.json'}: k_shots {k_shots} but only {len(references)} references")
@@ -133,8 +143,11 @@ def check_winclip_bundle(bundle: str | Path, device: str | torch.device = "cpu")
 def _check_text(detector: WinCLIP, state: WinCLIPState, prompts: dict[str, Any], check: _Comparison) -> None:
     """The prompt sentences, their tokens and raw embeddings, and the per-class means the scores use."""
     normal, anomalous = prompt_ensemble(state.class_name)
-    same = [normal, anomalous] == [prompts.get("normal"), prompts.get("anomalous")]
-    check.record("prompts", 0.0 if same else math.inf, 0.0)
+    check.same(
+        "prompts",
+        [state.class_name, normal, anomalous],
+        [prompts.get(k) for k in ("class_name", "normal", "anomalous")],
+    )
     for kind, sentences in (("normal", normal), ("anomalous", anomalous)):
         check(f"text_tokens_{kind}", detector.tokenize(sentences), 0.0)
         check(f"text_embeddings_{kind}_all", detector.encode_sentences(sentences), EMBEDDING_TOL)

@@ -12,7 +12,7 @@ from conftest import require_shared
 
 from anomalyclip.conformance import _read_json
 from anomalyclip.conformance_winclip import bundle_config, check_winclip_bundle
-from anomalyclip.errors import ConfigError, DataError, InputSizeError
+from anomalyclip.errors import BackboneError, ConfigError, DataError, InputSizeError
 from anomalyclip.methods.winclip import (
     WinCLIP,
     WinCLIPConfig,
@@ -128,3 +128,8 @@ def test_describe_records_the_settings(detector):
     described = detector.describe()
     assert described["method"] == "winclip" and described["scales"] == (2, 3) and described["k_shot"] == 0
     json.dumps(described)
+
+
+def test_a_missing_model_config_is_a_backbone_error(tmp_path):
+    with pytest.raises(BackboneError, match="none.json does not exist"):
+        WinCLIP.from_config(WinCLIPConfig(backbone=str(tmp_path / "none.json"), pretrained=None))

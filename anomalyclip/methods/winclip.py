@@ -116,7 +116,11 @@ class WinCLIPConfig:
             )
         if not self.scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.scales):
             raise ConfigError(f"winclip.scales={self.scales!r}; expected a non-empty tuple of window sizes >= 1")
-        if not self.temperature > 0:
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or self.temperature <= 0
+        ):
             raise ConfigError(f"winclip.temperature={self.temperature!r}; expected a number > 0")
         if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
             raise ConfigError(f"winclip.k_shot={self.k_shot!r}; expected an integer >= 0 (0 = zero-shot)")
@@ -229,8 +233,9 @@ class WinCLIP(Detector):
         self.config = config
         self.clip = clip
         self.grid = _check_backbone(clip, config)
+        device = clip.visual.conv1.weight.device
         for position, scale in enumerate(config.scales):
-            self.register_buffer(f"windows_{position}", window_indices(self.grid, scale), persistent=False)
+            self.register_buffer(f"windows_{position}", window_indices(self.grid, scale).to(device), persistent=False)
         self._transform = TensorResizeTransform(config.image_size)
 
     @classmethod
@@ -257,6 +262,7 @@ class WinCLIP(Detector):
         return NearestMaskTransform(self.image_size)
 
     def tokenize(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(N, context_length) BPE token ids on the detector's device."""
         return open_clip.tokenize(list(sentences), context_length=self.clip.context_length).to(self.device)
 
     @torch.no_grad()
