@@ -422,6 +422,13 @@ class CategoryAccumulator:
             self._scores.append(scores)
         self._n_images += len(maps)
 
+    def set_images(self, labels: Any, scores: Any) -> None:
+        """Image labels and scores of all images added so far, at once (after a method's category-level rescoring)."""
+        if self._labels:
+            raise MetricError("image labels and scores were already given with the batches")
+        labels, scores = _check_images(labels, scores, self._n_images)
+        self._labels, self._scores = [labels], [scores]
+
     def _add_pixels(self, masks: np.ndarray, maps: np.ndarray) -> None:
         """Split a validated batch into negatives, positives and region ids, and widen the map range."""
         self._neg.append(maps[~masks])

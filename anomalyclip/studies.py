@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +21,17 @@ from open_clip.model import CLIP
 from anomalyclip.attention import attention_weights
 from anomalyclip.backbone import load_backbone
 from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
-from anomalyclip.data import AnomalyDataset, Record, load_records
+from anomalyclip.data import Record, load_records
 from anomalyclip.data.adapters.registry import resolve
 from anomalyclip.data.synth import SYNTH_CATEGORIES, ensure_synthetic_dataset
-from anomalyclip.engine.evaluation import category_text_features, evaluate
-from anomalyclip.engine.training import train
+from anomalyclip.engine.evaluation import evaluate
+from anomalyclip.engine.inference import score_categories
 from anomalyclip.errors import DataError
+from anomalyclip.methods import Detector, PromptedDetector, as_detector
+from anomalyclip.methods.prompted import method_config
 from anomalyclip.model import AnomalyCLIP
-from anomalyclip.prompts import clip_ac_prompt_features, clip_prompt_features
 
 log = logging.getLogger(__name__)
-
-HANDMADE = {"clip": clip_prompt_features, "clip_ac": clip_ac_prompt_features}
-"""Hand-made prompt baselines by name; each takes (text encoder, class name)."""
 
 
 @dataclass
@@ -47,11 +45,16 @@ class StudyData:
 
 @dataclass
 class Variant:
-    """One configuration of a comparison: learned prompts (trained first) or a hand-made baseline."""
+    """One configuration of a comparison: a prompt-based method (`anomalyclip`, `coop`, `clip`, `clip_ac`) on top of
+    `config`; the learned ones are trained first."""
 
     config: AnomalyCLIPConfig
-    handmade: str | None = None
-    object_aware_handmade: bool = True
+    method: str = "anomalyclip"
+
+    def detector(self, clip: CLIP) -> PromptedDetector:
+        """The variant's detector on `clip` (fresh prompts for the learned methods)."""
+        config = method_config(self.method, self.config, len(clip.visual.transformer.resblocks))
+        return PromptedDetector(AnomalyCLIP(clip, config).to(clip.text_projection.device), self.method)
 
 
 def smoke_config(backbone: str = "tiny", pretrained: str | None = None, image_size: int = 224, epochs: int = 8,
@@ -108,25 +111,16 @@ def train_and_evaluate(
 ) -> dict:
     """Mean test metrics of one variant (after training its prompts on `data.train`), plus timings."""
     variant = variant if isinstance(variant, Variant) else Variant(variant)
-    config = variant.config
-    model = AnomalyCLIP(clip, config).to(clip.text_projection.device)
+    detector = variant.detector(clip)
+    config = detector.config
     row: dict = {"train_seconds": 0.0}
-    text: Callable[[str], torch.Tensor] | None = None
-    if variant.handmade is not None:
-        make_text = HANDMADE[variant.handmade]
-
-        def text(category: str) -> torch.Tensor:
-            name = category.replace("_", " ") if variant.object_aware_handmade else "object"
-            with torch.no_grad():
-                return make_text(model.text, name)
-
-    elif config.train.epochs > 0:
+    if detector.learns and config.train.epochs > 0:
         start = time.perf_counter()
         cache_dir = Path(workdir) / "cache" / _vision_key(config)
-        train(model, data.train, Path(workdir) / "runs" / _config_key(config), cache="disk", cache_dir=cache_dir,
-              num_workers=0, progress=progress)  # fmt: skip
+        detector.fit(data.train, Path(workdir) / "runs" / _config_key(config), cache="disk", cache_dir=cache_dir,
+                     num_workers=0, progress=progress)  # fmt: skip
         row["train_seconds"] = time.perf_counter() - start
-    result = evaluate(model, data.test, text_features=text, num_workers=0, progress=progress)
+    result = evaluate(detector, data.test, num_workers=0, progress=progress)
     row.update(result.metrics.data.loc["mean"].to_dict())
     row["test_images_per_second"] = result.images_per_second
     return row
@@ -147,38 +141,21 @@ def compare_variants(
     return table[metrics + ["train_seconds"]]
 
 
-def score_frame(
-    model: AnomalyCLIP,
-    records: Sequence[Record],
-    text: Callable[[str], torch.Tensor] | None = None,
-    batch_size: int = 8,
-) -> pd.DataFrame:
-    """Per image: category, label, image score, the two global cosines and the map's maximum.
+def score_frame(detector: Detector | AnomalyCLIP, records: Sequence[Record], batch_size: int = 8) -> pd.DataFrame:
+    """Per image: category, label, image score, the map's maximum and what else the method exposes.
 
-    `text` gives each category's (2, E) features (default: the model's learned prompts). The cosines show what the
-    image score is made of: the class token's similarity to the normal and to the abnormal prompt.
+    For the prompt-based methods that is the two global cosines (`cos_normal`, `cos_abnormal`): what the image score
+    is made of, the class token's similarity to the normal and to the abnormal prompt.
     """
     rows = []
-    dataset = AnomalyDataset(records, model.config.vision.image_size)
-    per_category: dict[str, torch.Tensor] = {}
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        images = torch.stack([it["image"] for it in items]).to(model.device)
-        categories = [it["category"] for it in items]
-        with torch.no_grad():
-            features = model.encode_image(images)
-            for category in set(categories) - set(per_category):
-                per_category[category] = category_text_features(model, text, category)
-            per_image = torch.stack([per_category[c] for c in categories])
-            output = model.head(features, per_image, images.shape[-1])
-            cosines = output.global_logits * model.config.head.temperature
-        for i, item in enumerate(items):
-            rows.append({
-                "image": Path(item["path"]).name, "category": item["category"], "defect": item["defect"],
-                "label": item["label"], "score": output.image_scores[i].item(),
-                "cos_normal": cosines[i, 0].item(), "cos_abnormal": cosines[i, 1].item(),
-                "map_max": output.anomaly_map[i].max().item(),
-            })  # fmt: skip
+    for _, batches in score_categories(as_detector(detector), records, batch_size=batch_size, num_workers=0,
+                                       progress=False):  # fmt: skip
+        for batch in batches:
+            for i, path in enumerate(batch.items["path"]):
+                row = {"image": Path(path).name, "category": batch.category, "defect": batch.items["defect"][i],
+                       "label": int(batch.labels[i]), "score": float(batch.image_scores[i]),
+                       "map_max": float(batch.maps[i].max())}  # fmt: skip
+                rows.append(row | {k: float(v[i]) for k, v in batch.extras.items()})
     return pd.DataFrame(rows)
 
 
@@ -258,7 +235,6 @@ def _vision_key(config: AnomalyCLIPConfig) -> str:
 
 __all__ = [
     "DATASET_FOLDERS",
-    "HANDMADE",
     "StudyData",
     "Variant",
     "attention_maps",

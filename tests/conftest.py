@@ -35,3 +35,19 @@ def conformance_dir() -> Path:
 @pytest.fixture
 def datasets_dir() -> Path:
     return require_shared("datasets")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """The seeded random `tiny` CLIP, built once per session (frozen, so tests may share it)."""
+    from anomalyclip.backbone import load_backbone
+
+    return load_backbone("tiny")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """The deterministic synthetic MVTec-layout dataset, generated once per session."""
+    from anomalyclip.data.synth import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synth") / "synthetic")

@@ -202,15 +202,3 @@ def test_cli_configuration_errors_are_one_line(synth, tmp_path, capsys):
                    "--out", str(tmp_path), "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
     assert status == 2 and "t_n_ctx (4) cannot exceed the prompt length n_ctx (2)" in err and "Traceback" not in err
-
-
-def test_score_frame_uses_each_categorys_text(clip, synth):
-    from anomalyclip.prompts import clip_prompt_features
-    from anomalyclip.studies import score_frame
-
-    records = load_records(synth, split="test", categories=["disc", "square"])[::4]
-    model = make(clip)
-    learned = score_frame(model, records)
-    handmade = score_frame(model, records, text=lambda c: clip_prompt_features(model.text, c))
-    assert len(learned) == len(records) and list(learned.category) == [r.category for r in records]
-    assert learned.score.between(0, 1).all() and not np.allclose(learned.score, handmade.score)

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_args(train, split_default="test")
     _backbone_args(train)
     _config_args(train)
+    train.add_argument("--method", default="anomalyclip", choices=_learning_methods(), help="which method learns")
     train.add_argument("--out", type=Path, default=Path("runs/train"), help="folder for checkpoints and history")
     train.add_argument("--cache", choices=["memory", "disk", "none"], default="memory",
                        help="feature cache: the backbone runs once instead of every epoch")  # fmt: skip
@@ -50,28 +51,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue after the last epoch_N.pt in --out")
     train.set_defaults(func=_train)
 
-    test = subparsers.add_parser("test", help="zero-shot evaluation with the paper's metrics, per category")
+    test = subparsers.add_parser("test", help="zero-shot evaluation of any method with the paper's metrics")
     _data_args(test, split_default="test")
     _backbone_args(test)
-    test.add_argument("--checkpoint", type=Path, required=True, help="prompt checkpoint (project or epoch_15.pth)")
+    _method_args(test)
     test.add_argument("--out", type=Path, default=Path("runs/test"))
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--figures", type=int, default=0, help="heat-map figures to save per category")
-    test.add_argument("--image-size", type=int, help="input size (default: the checkpoint's, official 518)")
+    test.add_argument("--reference-split", default="train",
+                      help="split whose normal images are the few-shot references (with --shots)")  # fmt: skip
     test.set_defaults(func=_test)
 
     predict = subparsers.add_parser("predict", help="anomaly maps and scores for your own images")
     predict.add_argument("images", nargs="+", type=Path, help="image files or folders")
     _backbone_args(predict)
-    predict.add_argument("--checkpoint", type=Path, required=True)
+    _method_args(predict)
+    predict.add_argument("--category", default="object", help="class name for the text prompts (CLIP, WinCLIP, ...)")
+    predict.add_argument("--reference", type=Path, nargs="+", default=(),
+                         help="normal images for few-shot methods (with --shots)")  # fmt: skip
     predict.add_argument("--out", type=Path, default=Path("runs/predict"))
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--threshold", type=float, help="image-score threshold for the anomalous flag")
     predict.add_argument("--pixel-threshold", type=float, help="map threshold (default: never flags by pixels)")
     predict.add_argument("--normal", type=Path, nargs="+", help="known-normal images: derive both thresholds")
     predict.add_argument("--quantile", type=float, default=1.0, help="quantile of normal scores (default: max)")
-    predict.add_argument("--image-size", type=int, help="input size (default: the checkpoint's, official 518)")
     predict.set_defaults(func=_predict)
+
+
+def _learning_methods() -> list[str]:
+    from anomalyclip.methods.registry import METHODS
+
+    return [name for name, info in METHODS.items() if info.learns]
+
+
+def _method_args(parser: argparse.ArgumentParser) -> None:
+    from anomalyclip.engine.inference import PRECISIONS
+    from anomalyclip.methods.registry import METHODS
+
+    parser.add_argument("--method", default="anomalyclip", choices=list(METHODS), help="which detector scores")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="learned parameters of the method (project format, epoch_15.pth, APRIL-GAN)")  # fmt: skip
+    parser.add_argument("--shots", type=int, default=0, help="normal reference images per category (few-shot)")
+    parser.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                        help="fp32 as the authors ran, or bf16 autocast (fast)")  # fmt: skip
+    parser.add_argument("--image-size", type=int, help="input size (default: the method's or the checkpoint's)")
 
 
 def _data_args(parser: argparse.ArgumentParser, split_default: str) -> None:
@@ -170,14 +193,13 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from anomalyclip.engine.training import train
-    from anomalyclip.model import AnomalyCLIP
+    from anomalyclip.methods import build_detector
 
     config = config_from_args(args)
     records = _records(args)
-    model = AnomalyCLIP.from_config(config, device=resolve_device(args.device))
+    detector = build_detector(args.method, config=config, device=resolve_device(args.device))
     try:
-        result = train(model, records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
+        result = detector.fit(records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
                        cache_dir=args.cache_dir, resume=args.resume, num_workers=args.num_workers,
                        mask_threshold=args.mask_threshold, progress=not args.no_progress)  # fmt: skip
     except torch.cuda.OutOfMemoryError as err:
@@ -187,29 +209,39 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_inference(args: argparse.Namespace):
-    """The checkpoint's model on the chosen device, with the backbone and image size the flags give."""
-    from anomalyclip.engine.loading import load_model
+def _detector(args: argparse.Namespace):
+    """The chosen method on the chosen device, with its checkpoint, backbone and image size from the flags."""
+    from anomalyclip.methods import METHODS, build_detector
 
+    if METHODS[args.method].learns and args.checkpoint is None:
+        raise ConfigError(f"method {args.method} learns its parameters: pass --checkpoint FILE (`anomalyclip train`)")
     backbone, pretrained = backbone_choice(args)
-    return load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, image_size=args.image_size,
-                      device=resolve_device(args.device))  # fmt: skip
+    return build_detector(args.method, checkpoint=args.checkpoint, backbone=backbone, pretrained=pretrained,
+                          image_size=args.image_size, shots=args.shots, device=resolve_device(args.device))  # fmt: skip
 
 
 def _test(args: argparse.Namespace) -> int:
     from anomalyclip.engine.evaluation import evaluate, official_log_table
 
-    model = _load_for_inference(args)
+    detector = _detector(args)
     records = _records(args)
+    references = None
+    if args.shots:
+        train = load_records(args.data_root, args.dataset, args.reference_split, args.categories,
+                             mask_threshold=args.mask_threshold)  # fmt: skip
+        references = {}
+        for record in train:
+            references.setdefault(record.category, []).append(record)
     pixel_level = DATASETS[args.dataset].pixel_level if args.dataset in DATASETS else any(r.mask for r in records)
     try:
-        result = evaluate(model, records, batch_size=args.batch_size, num_workers=args.num_workers,
-                          pixel_level=pixel_level, mask_threshold=args.mask_threshold, out_dir=args.out,
-                          figures=args.figures, progress=not args.no_progress)  # fmt: skip
+        result = evaluate(detector, records, references=references, batch_size=args.batch_size,
+                          num_workers=args.num_workers, precision=args.precision, pixel_level=pixel_level,
+                          mask_threshold=args.mask_threshold, out_dir=args.out, figures=args.figures,
+                          progress=not args.no_progress)  # fmt: skip
     except torch.cuda.OutOfMemoryError as err:
         raise _out_of_memory(args.batch_size) from err
     print(official_log_table(result.metrics))
-    print(f"{result.images} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s); "
+    print(f"{args.method}: {result.images} images in {result.seconds:.1f} s ({result.images_per_second:.1f} img/s); "
           f"results in {args.out}")  # fmt: skip
     return 0
 
@@ -217,17 +249,18 @@ def _test(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from anomalyclip.engine.prediction import Thresholds, predict, thresholds_from_normals
 
-    model = _load_for_inference(args)
+    detector = _detector(args)
+    options = {"category": args.category, "batch_size": args.batch_size, "precision": args.precision}
     thresholds = None
     if args.normal:
-        thresholds = thresholds_from_normals(model, args.normal, args.quantile, args.batch_size)
+        thresholds = thresholds_from_normals(detector, args.normal, args.quantile, **options)
         log.info("thresholds from normal images: image %.4f, pixel %.4f", thresholds.image, thresholds.pixel)
     elif args.threshold is not None or args.pixel_threshold is not None:
         inf = float("inf")
         thresholds = Thresholds(image=inf if args.threshold is None else args.threshold,
                                 pixel=inf if args.pixel_threshold is None else args.pixel_threshold)  # fmt: skip
-    predictions = predict(model, args.images, args.out, thresholds=thresholds, batch_size=args.batch_size,
-                          progress=not args.no_progress)  # fmt: skip
+    predictions = predict(detector, args.images, args.out, references=args.reference, thresholds=thresholds,
+                          progress=not args.no_progress, **options)  # fmt: skip
     for p in predictions:
         flag = "" if p.anomalous is None else ("  ANOMALOUS" if p.anomalous else "  normal")
         print(f"{p.score:.4f}  {p.image}{flag}")

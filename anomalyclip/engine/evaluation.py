@@ -1,23 +1,23 @@
-"""Zero-shot evaluation: text features once, images in batches, smoothing on the device, per-category metrics."""
+"""Evaluation of any method with the paper's metrics: the one inference loop, then per-category metrics and files."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from anomalyclip.data import AnomalyDataset, Record, make_loader
+from anomalyclip.data import Record
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
-from anomalyclip.engine.features import device_autocast
+from anomalyclip.engine.inference import ScoredBatch, score_categories
 from anomalyclip.engine.visualize import heatmap_figure
+from anomalyclip.methods import Detector, as_detector
 from anomalyclip.metrics import PAPER_METRICS, CategoryAccumulator, MetricTable, summarize
 from anomalyclip.model import AnomalyCLIP
 
@@ -28,11 +28,12 @@ IMAGE_METRICS = ("image_auroc", "image_ap")
 
 @dataclass
 class EvaluationResult:
-    """Per-category metrics with a mean row, timing, and where the files went."""
+    """Per-category metrics with a mean row, timing, the settings that produced them, and where the files went."""
 
     metrics: MetricTable
     images: int
     seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -41,70 +42,51 @@ class EvaluationResult:
 
 
 def evaluate(
-    model: AnomalyCLIP,
+    detector: Detector | AnomalyCLIP,
     records: Sequence[Record],
     *,
-    text_features: torch.Tensor | Callable[[str], torch.Tensor] | None = None,
+    references: Mapping[str, Sequence[Record]] | None = None,
     batch_size: int = 8,
     num_workers: int | None = None,
+    precision: str = "fp32",
     pixel_level: bool = True,
     mask_threshold: int = DEFAULT_MASK_THRESHOLD,
     out_dir: str | Path | None = None,
     figures: int = 0,
     progress: bool = True,
 ) -> EvaluationResult:
-    """Score every record and compute the paper's metrics per category (pixel ones only if `pixel_level`).
+    """Score every record with `detector` and compute the paper's metrics per category (pixel ones if `pixel_level`).
 
-    `text_features` replaces the learned prompts: one (2, E) tensor, or a function of the category name (e.g. the
-    hand-made CLIP prompts of each class). `figures` > 0 saves that many heat-map figures per category (image,
-    mask, map overlay) under `out_dir`.
+    An `AnomalyCLIP` model is scored with its learned prompts. `references` gives few-shot methods the normal images
+    of each category. `figures` > 0 saves that many heat-map figures per category under `out_dir`.
     """
-    model.eval()
+    detector = as_detector(detector)
     start = time.perf_counter()
-    if text_features is None and not model.config.prompt.object_aware:
-        with torch.no_grad():
-            text_features = model.text_features()
-    by_category: dict[str, list[Record]] = defaultdict(list)
-    for record in records:
-        by_category[record.category].append(record)
     metrics = PAPER_METRICS if pixel_level else IMAGE_METRICS
     per_category = {}
-    for category, items in by_category.items():
-        with torch.no_grad():
-            text = category_text_features(model, text_features, category)
-        dataset = AnomalyDataset(items, model.config.vision.image_size, mask_threshold)
+    batches = score_categories(detector, records, references=references, batch_size=batch_size,
+                               num_workers=num_workers, precision=precision, mask_threshold=mask_threshold,
+                               progress=progress)  # fmt: skip
+    for category, scored in batches:
         accumulator = CategoryAccumulator()
+        labels, scores, maxima = [], [], []
         saved = 0
-        loader = make_loader(dataset, batch_size, num_workers=num_workers)
-        for batch in tqdm(loader, desc=category, disable=not progress, unit="batch"):
-            with torch.no_grad(), device_autocast(model.device):
-                output = model(batch["image"].to(model.device), text)
-            maps = output.anomaly_map.float().cpu().numpy()
-            masks = batch["mask"][:, 0].numpy() > 0.5
-            accumulator.update(masks, maps, batch["label"].numpy(), output.image_scores.float().cpu().numpy())
+        for batch in scored:
+            accumulator.update(batch.masks, batch.maps)
+            labels.append(batch.labels)
+            scores.append(batch.image_scores)
+            maxima.append(batch.maps.reshape(len(batch.maps), -1).max(axis=1))
             if out_dir is not None and saved < figures:
-                saved += _save_figures(Path(out_dir) / "figures" / category, batch, maps, figures - saved)
+                saved += _save_figures(Path(out_dir) / "figures" / category, batch, figures - saved)
+        final = detector.finalize_scores(torch.from_numpy(np.concatenate(scores)),
+                                         torch.from_numpy(np.concatenate(maxima)))  # fmt: skip
+        accumulator.set_images(np.concatenate(labels), final.numpy())
         per_category[category] = accumulator.compute(metrics)
-    table = summarize(per_category)
-    seconds = time.perf_counter() - start
-    result = EvaluationResult(table, len(records), seconds)
+    settings = detector.describe() | {"precision": precision, "mask_threshold": mask_threshold}
+    result = EvaluationResult(summarize(per_category), len(records), time.perf_counter() - start, settings)
     if out_dir is not None:
         result.files = write_results(result, Path(out_dir))
     return result
-
-
-def category_text_features(
-    model: AnomalyCLIP, source: torch.Tensor | Callable[[str], torch.Tensor] | None, category: str
-) -> torch.Tensor:
-    """The (2, E) text features of one category: given, computed by `source`, or the learned prompts (with the
-    category's name when they are object-aware)."""
-    if callable(source):
-        return source(category)
-    if source is not None:
-        return source
-    if model.config.prompt.object_aware:
-        return model.text_features([category])[0]
-    return model.text_features()
 
 
 def official_log_table(table: MetricTable) -> str:
@@ -124,6 +106,7 @@ def write_results(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
     payload = {
         "metrics": {row: {k: _json_float(v) for k, v in data.loc[row].items()} for row in data.index},
         "reasons": {f"{row}/{metric}": text for (row, metric), text in result.metrics.reasons.items()},
+        "settings": result.settings,
         "images": result.images,
         "seconds": result.seconds,
         "images_per_second": result.images_per_second,
@@ -145,12 +128,12 @@ def _json_float(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def _save_figures(folder: Path, batch: dict, maps: np.ndarray, limit: int) -> int:
+def _save_figures(folder: Path, batch: ScoredBatch, limit: int) -> int:
     """Image | mask | overlay panels for the first `limit` images of a batch."""
     folder.mkdir(parents=True, exist_ok=True)
-    count = min(limit, len(maps))
+    count = min(limit, len(batch.maps))
     for i in range(count):
-        name = Path(batch["path"][i]).name
-        figure = heatmap_figure(batch["image"][i], batch["mask"][i, 0].numpy(), maps[i], title=name)
+        name = Path(batch.items["path"][i]).name
+        figure = heatmap_figure(batch.items["image"][i], batch.masks[i], batch.maps[i], title=name)
         figure.savefig(folder / f"{Path(name).stem}_{i}.png", dpi=80)
     return count

@@ -5,23 +5,26 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from anomalyclip.data import Record
 from anomalyclip.data.io import read_image
-from anomalyclip.data.transforms import ImageTransform
-from anomalyclip.engine.features import device_autocast
+from anomalyclip.engine.inference import score_categories
 from anomalyclip.engine.visualize import overlay, resize_map
 from anomalyclip.errors import ConfigError, DataError
+from anomalyclip.methods import Detector, as_detector
 from anomalyclip.model import AnomalyCLIP
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CATEGORY = "object"
+"""The class name given to text prompts when a user's images have none (AnomalyCLIP itself ignores it)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -62,28 +65,42 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+def image_records(paths: Sequence[str | Path], category: str, label: int = 0) -> list[Record]:
+    """Records for plain image files: one category (the class name text prompts use), no masks."""
+    return [Record(Path(p), None, category, "", label, "predict") for p in paths]
+
+
 def score_images(
-    model: AnomalyCLIP, paths: Sequence[Path], batch_size: int = 8, progress: bool = True
-) -> list[tuple[Path, Image.Image, float, np.ndarray]]:
-    """(path, image, score, map at the model's size) per image; maps are smoothed as in evaluation."""
-    transform = ImageTransform(model.config.vision.image_size)
-    with torch.no_grad():
-        text = model.text_features()
-    results = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=not progress, unit="batch"):
-        chunk = paths[start : start + batch_size]
-        images = [read_image(p) for p in chunk]
-        batch = torch.stack([transform(im) for im in images]).to(model.device)
-        with torch.no_grad(), device_autocast(model.device):
-            output = model(batch, text)
-        maps = output.anomaly_map.float().cpu().numpy()
-        scores = output.image_scores.float().cpu().numpy()
-        results += [(p, im, float(s), m) for p, im, s, m in zip(chunk, images, scores, maps, strict=True)]
-    return results
+    detector: Detector | AnomalyCLIP,
+    paths: Sequence[Path],
+    *,
+    category: str = DEFAULT_CATEGORY,
+    references: Sequence[str | Path] = (),
+    batch_size: int = 8,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Iterator[tuple[Path, float, np.ndarray]]:
+    """(path, image score, smoothed map at the detector's size) per image, in order, through the one loop.
+
+    Scores are final only once all images are seen for methods that rescore per category; `predict` handles that.
+    """
+    detector = as_detector(detector)
+    refs = {category: image_records(collect_images(references), category)} if references else None
+    for _, batches in score_categories(detector, image_records(paths, category), references=refs,
+                                       batch_size=batch_size, precision=precision, progress=progress):  # fmt: skip
+        for batch in batches:
+            for path, score, small_map in zip(batch.items["path"], batch.image_scores, batch.maps, strict=True):
+                yield Path(path), float(score), small_map
 
 
 def thresholds_from_normals(
-    model: AnomalyCLIP, normal_images: Sequence[str | Path], quantile: float = 1.0, batch_size: int = 8
+    detector: Detector | AnomalyCLIP,
+    normal_images: Sequence[str | Path],
+    quantile: float = 1.0,
+    *,
+    category: str = DEFAULT_CATEGORY,
+    batch_size: int = 8,
+    precision: str = "fp32",
 ) -> Thresholds:
     """Thresholds at a quantile (default the maximum) of scores and map values on known-normal images.
 
@@ -92,29 +109,41 @@ def thresholds_from_normals(
     """
     if not 0 < quantile <= 1:
         raise ConfigError(f"quantile must be in (0, 1], got {quantile}")
-    scored = score_images(model, collect_images(normal_images), batch_size, progress=False)
-    scores = np.array([s for _, _, s, _ in scored])
-    peaks = np.array([m.max() for _, _, _, m in scored])
+    scored = list(score_images(detector, collect_images(normal_images), category=category, batch_size=batch_size,
+                               precision=precision, progress=False))  # fmt: skip
+    scores = np.array([s for _, s, _ in scored])
+    peaks = np.array([m.max() for _, _, m in scored])
     return Thresholds(image=float(np.quantile(scores, quantile)), pixel=float(np.quantile(peaks, quantile)))
 
 
 def predict(
-    model: AnomalyCLIP,
+    detector: Detector | AnomalyCLIP,
     inputs: Sequence[str | Path],
     out_dir: str | Path,
     *,
+    category: str = DEFAULT_CATEGORY,
+    references: Sequence[str | Path] = (),
     thresholds: Thresholds | None = None,
     batch_size: int = 8,
+    precision: str = "fp32",
     save_maps: bool = True,
     progress: bool = True,
 ) -> list[Prediction]:
-    """Score images; write `<stem>_overlay.png`, `<stem>_map.npy` (at the image's own size), scores.csv/json."""
+    """Score images; write `<stem>_overlay.png`, `<stem>_map.npy` (at the image's own size), scores.csv/json.
+
+    `category` is the class name the text prompts of class-aware methods use; `references` are normal images for
+    few-shot methods.
+    """
+    detector = as_detector(detector)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = collect_images(inputs)
     vmax = thresholds.pixel * 2 if thresholds else None
-    predictions = []
-    for index, (path, image, score, small_map) in enumerate(score_images(model, paths, batch_size, progress)):
+    scored = score_images(detector, paths, category=category, references=references, batch_size=batch_size,
+                          precision=precision, progress=progress)  # fmt: skip
+    rows = []
+    for index, (path, score, small_map) in enumerate(scored):
+        image = read_image(path)
         full = resize_map(small_map, *image.size)
         stem = f"{index:04d}_{path.stem}"
         overlay_path = out_dir / f"{stem}_overlay.png"
@@ -123,8 +152,12 @@ def predict(
         if save_maps:
             map_path = out_dir / f"{stem}_map.npy"
             np.save(map_path, full.astype(np.float32))
-        anomalous = None if thresholds is None else bool(score > thresholds.image or full.max() > thresholds.pixel)
-        predictions.append(Prediction(str(path), score, float(full.max()), anomalous, str(overlay_path),
+        rows.append((path, score, float(small_map.max()), float(full.max()), overlay_path, map_path))
+    final = detector.finalize_scores(torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows]))
+    predictions = []
+    for (path, _, _, peak, overlay_path, map_path), score in zip(rows, final.tolist(), strict=True):
+        anomalous = None if thresholds is None else bool(score > thresholds.image or peak > thresholds.pixel)
+        predictions.append(Prediction(str(path), score, peak, anomalous, str(overlay_path),
                                       None if map_path is None else str(map_path)))  # fmt: skip
     _write_scores(out_dir, predictions, thresholds)
     return predictions

@@ -95,8 +95,12 @@ def train(
     mask_threshold: int = DEFAULT_MASK_THRESHOLD,
     progress: bool = True,
     on_step: Callable[[dict], None] | None = None,
+    method: str = "anomalyclip",
 ) -> TrainResult:
-    """Train `model.prompt_learner` on `records` (the auxiliary dataset's test split in the paper's protocol)."""
+    """Train `model.prompt_learner` on `records` (the auxiliary dataset's test split in the paper's protocol).
+
+    `method` (`anomalyclip` or `coop`) is recorded in every checkpoint, so that it is never loaded as the other.
+    """
     if not records:
         raise DataError("no training images: expected at least one record")
     out_dir = Path(out_dir)
@@ -136,7 +140,7 @@ def train(
         log.info("epoch [%d/%d] loss %.4f (local %.4f, global %.4f)", epoch, recipe.epochs, summary["total"],
                  summary["local"], summary["global"])  # fmt: skip
         checkpoint = save_checkpoint(out_dir / f"epoch_{epoch}.pt", model.prompt_learner, model.config, epoch=epoch,
-                                     optimizer=optimizer.state_dict(), history=history)  # fmt: skip
+                                     optimizer=optimizer.state_dict(), history=history, method=method)  # fmt: skip
         _write_history(out_dir, history)
     model.eval()
     return TrainResult(checkpoint, history, recipe.epochs, cache_seconds, time.perf_counter() - start)

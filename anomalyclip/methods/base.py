@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +28,8 @@ class DetectorOutput:
     """(B,) higher = more anomalous."""
     anomaly_maps: torch.Tensor
     """(B, S, S) at the detector's input size, before the loop's Gaussian smoothing."""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Optional per-image values (B,) a method exposes for analysis (e.g. the two global cosines)."""
 
 
 class Detector(nn.Module):

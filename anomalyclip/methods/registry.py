@@ -1,0 +1,126 @@
+"""The methods by name: what each is, what it needs, and how to build one ready to score (`--method`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalyclip.config import AnomalyCLIPConfig
+from anomalyclip.errors import CheckpointError, ConfigError
+from anomalyclip.methods.base import Detector
+from anomalyclip.methods.prompted import PROMPTED, PromptedDetector, method_config
+from anomalyclip.model import AnomalyCLIP
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One column of the paper's Tables 1-2."""
+
+    title: str
+    learns: bool
+    few_shot: bool
+    reference: str
+
+
+METHODS: dict[str, MethodInfo] = {
+    "clip": MethodInfo("CLIP", False, False, "plain CLIP with two prompts (official AnomalyCLIP issue #25)"),
+    "clip_ac": MethodInfo("CLIP-AC", False, False, "plain CLIP with the state x template prompt ensemble"),
+    "coop": MethodInfo("CoOp", True, False, "learned context before state word and class name (paper rebuttal)"),
+    "anomalyclip": MethodInfo("AnomalyCLIP", True, False, "zqhang/AnomalyCLIP @ 45ed4dd"),
+}
+"""Method name -> description, in the order of the paper's tables."""
+
+
+def check_method(method: str) -> str:
+    """`method` if known, else a ConfigError naming the choices."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    return method
+
+
+def as_detector(model: Detector | AnomalyCLIP) -> Detector:
+    """A detector as it is, or an `AnomalyCLIP` model scored with its learned prompts."""
+    if isinstance(model, Detector):
+        return model
+    if isinstance(model, AnomalyCLIP):
+        return PromptedDetector(model, "anomalyclip")
+    raise TypeError(f"expected a Detector or an AnomalyCLIP model, got {type(model).__name__}")
+
+
+def checkpoint_method(path: str | os.PathLike) -> str:
+    """Which method wrote a checkpoint: from the project format's `method`, or recognised by the official formats."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a safe checkpoint
+        raise CheckpointError(f"{path} is not a readable checkpoint of tensors and plain values: {err}") from err
+    if isinstance(obj, dict):
+        if "method" in obj:
+            return str(obj["method"])
+        if "prompt_learner" in obj:
+            return "anomalyclip"
+        if "trainable_linearlayer" in obj:
+            return "vand"
+    raise CheckpointError(f"{path} is not a checkpoint of any method; expected one written by `anomalyclip train` "
+                          "or an official AnomalyCLIP / APRIL-GAN file")  # fmt: skip
+
+
+def build_detector(
+    method: str,
+    *,
+    config: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    image_size: int | None = None,
+    shots: int = 0,
+    device: str | torch.device = "cpu",
+) -> Detector:
+    """A ready detector for `method`: its backbone loaded, its learned parameters from `checkpoint` if it learns.
+
+    `config` is the method's configuration (default: its paper recipe); `backbone`/`pretrained` override where the
+    CLIP weights come from, `image_size` the input size, `shots` the number of normal references per category.
+    """
+    check_method(method)
+    if checkpoint is not None:
+        found = checkpoint_method(checkpoint)
+        if found != method:
+            raise CheckpointError(
+                f"{checkpoint} is a {METHODS.get(found, MethodInfo(found, False, False, '')).title} ({found}) "
+                f"checkpoint, but the method is {METHODS[method].title} ({method}); pass --method {found}"
+            )
+        if not METHODS[method].learns:
+            raise ConfigError(f"method {method} learns nothing, so it takes no checkpoint (got {checkpoint})")
+    if shots and not METHODS[method].few_shot:
+        raise ConfigError(f"method {method} is zero-shot only; got shots={shots}, expected 0")
+    if method in PROMPTED:
+        return _prompted(method, config, checkpoint, backbone, pretrained, image_size, device)
+    raise ConfigError(f"method {method} cannot be built here")  # every method in METHODS is handled above
+
+
+def _prompted(method, config, checkpoint, backbone, pretrained, image_size, device) -> PromptedDetector:
+    from anomalyclip.engine.loading import load_model
+
+    if config is not None and not isinstance(config, AnomalyCLIPConfig):
+        raise ConfigError(f"method {method} takes an AnomalyCLIPConfig, got {type(config).__name__}")
+    if checkpoint is not None:
+        model = load_model(checkpoint, config=config, backbone=backbone, pretrained=pretrained,
+                           image_size=image_size, device=device)  # fmt: skip
+        return PromptedDetector(model, method)
+    from anomalyclip.backbone import load_backbone
+
+    config = config or AnomalyCLIPConfig()
+    if backbone is not None or pretrained is not None:
+        config = config.replace(backbone=backbone or config.backbone, pretrained=pretrained)
+    if image_size is not None:
+        config = config.replace(vision=dataclasses.replace(config.vision, image_size=image_size))
+    clip = load_backbone(config.backbone, config.pretrained, device=device)
+    config = method_config(method, config, len(clip.visual.transformer.resblocks))
+    return PromptedDetector(AnomalyCLIP(clip, config).to(device).eval(), method)

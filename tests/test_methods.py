@@ -1,0 +1,126 @@
+"""The detector contract and the one inference loop: every method through the loop equals the method on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from anomalyclip.cli import main
+from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
+from anomalyclip.data import load_records, read_image
+from anomalyclip.engine.inference import score_categories
+from anomalyclip.errors import CheckpointError, ConfigError
+from anomalyclip.head import gaussian_blur
+from anomalyclip.methods import METHODS, build_detector
+from anomalyclip.methods.prompted import PROMPTED
+from anomalyclip.studies import Variant, score_frame
+
+SIZE = 112
+
+
+def config(size: int = SIZE, epochs: int = 1) -> AnomalyCLIPConfig:
+    return AnomalyCLIPConfig(
+        backbone="tiny",
+        pretrained=None,
+        vision=VisionConfig(image_size=size),
+        train=TrainConfig(epochs=epochs, batch_size=4),
+    )
+
+
+@pytest.fixture(scope="module")
+def records(synthetic_root):
+    return load_records(synthetic_root, split="test", categories=["disc", "square"])[::3]
+
+
+@pytest.mark.parametrize("method", PROMPTED)
+def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, records, method):
+    detector = Variant(config(), method).detector(tiny_clip)
+    transform = detector.image_transform()
+    seen = 0
+    for category, batches in score_categories(detector, records, batch_size=3, num_workers=0, progress=False):
+        for batch in batches:
+            images = torch.stack([transform(read_image(path)) for path in batch.items["path"]])
+            with torch.no_grad():
+                direct = detector(images, category)
+            np.testing.assert_array_equal(batch.image_scores, direct.image_scores.numpy())
+            np.testing.assert_array_equal(batch.maps, gaussian_blur(direct.anomaly_maps, detector.sigma).numpy())
+            seen += len(images)
+    assert seen == len(records)
+
+
+def test_clip_baseline_is_plain_open_clip(tiny_clip, records):
+    """At the backbone's native size, `clip` equals open_clip's own encoders: pooled CLS with ln_post, last tokens."""
+    size = tiny_clip.visual.image_size[0]
+    detector = Variant(config(size), "clip").detector(tiny_clip)
+    images = torch.stack([detector.image_transform()(read_image(r.image)) for r in records[:4]])
+    with torch.no_grad():
+        ours = detector(images, "disc")
+        tiny_clip.visual.output_tokens = True
+        try:
+            pooled, tokens = tiny_clip.visual(images)
+        finally:
+            tiny_clip.visual.output_tokens = False
+        sentences = ["a photo of a normal disc.", "a photo of an anomalous disc."]
+        text = F.normalize(tiny_clip.encode_text(open_clip.tokenize(sentences)), dim=-1)
+        score = (F.normalize(pooled, dim=-1) @ text.T / 0.07).softmax(-1)[:, 1]
+        patches = F.normalize(tokens @ tiny_clip.visual.proj, dim=-1) @ text.T / 0.07
+        grid = size // 14
+        probs = patches.softmax(-1).transpose(1, 2).reshape(len(images), 2, grid, grid)
+        maps = F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)[:, 1]
+    torch.testing.assert_close(ours.image_scores, score, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.anomaly_maps, maps, atol=1e-5, rtol=0)
+
+
+def test_coop_learns_one_context_before_state_and_class_on_plain_clip(tiny_clip):
+    detector = Variant(config(), "coop").detector(tiny_clip)
+    prompt, vision = detector.config.prompt, detector.config.vision
+    assert (prompt.deep_tokens, prompt.shared_context, vision.dpam_blocks, vision.global_ln_post) == (
+        False, True, 0, True)  # fmt: skip
+    learner = detector.model.prompt_learner
+    assert learner.ctx_neg is None and len(learner.compound_prompts_text) == 0
+    tokens = learner._templates(detector.model.text, "disc")[0]
+    placeholder = " ".join(["X"] * prompt.n_ctx)
+    expected = open_clip.tokenize([f"{placeholder} normal disc.", f"{placeholder} anomalous disc."])
+    assert torch.equal(tokens.cpu(), expected)
+
+
+def test_score_frame_exposes_the_global_cosines_of_any_prompted_method(tiny_clip, records):
+    learned = score_frame(Variant(config()).detector(tiny_clip), records)
+    handmade = score_frame(Variant(config(), "clip").detector(tiny_clip), records)
+    assert list(learned.category) == [r.category for r in records]
+    assert {"cos_normal", "cos_abnormal", "map_max"} <= set(handmade.columns)
+    assert not np.allclose(learned.score, handmade.score)
+
+
+def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_path):
+    detector = Variant(config(), "coop").detector(tiny_clip)
+    result = detector.fit(records, tmp_path / "coop", num_workers=0, progress=False)
+    with pytest.raises(CheckpointError, match=r"CoOp \(coop\) checkpoint, but the method is AnomalyCLIP"):
+        build_detector("anomalyclip", checkpoint=result.checkpoint, backbone="tiny")
+    loaded = build_detector("coop", checkpoint=result.checkpoint, backbone="tiny")
+    assert loaded.name == "coop" and torch.equal(
+        loaded.model.prompt_learner.ctx_pos, detector.model.prompt_learner.ctx_pos
+    )
+    with pytest.raises(ConfigError, match="zero-shot only; got shots=2"):
+        build_detector("clip", backbone="tiny", shots=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_runs_through_test_and_predict(method, synthetic_root, tmp_path, capsys):
+    common = ["--backbone", "tiny", "--method", method, "--image-size", str(SIZE), "--no-progress"]
+    if METHODS[method].learns:
+        detector = build_detector(method, config=config(), backbone="tiny")
+        train_records = load_records(synthetic_root, split="test", categories=["stripes"])[::4]
+        common += ["--checkpoint", str(detector.fit(train_records, tmp_path / "fit", num_workers=0,
+                                                    progress=False).checkpoint)]  # fmt: skip
+    status = main(["test", "--data-root", str(synthetic_root), "--categories", "disc", "--out", str(tmp_path / "t"),
+                   "--num-workers", "0", *common])  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0 and "disc" in out and f"{method}:" in out
+    images = synthetic_root / "disc" / "test"
+    status = main(["predict", str(images), "--out", str(tmp_path / "p"), "--category", "disc", *common])
+    assert status == 0 and len(list((tmp_path / "p").glob("*_overlay.png"))) == len(list(images.rglob("*.png")))
