@@ -110,20 +110,24 @@ class WinCLIPConfig:
         self.scales = tuple(self.scales)
         if not self.backbone:
             raise ConfigError("winclip.backbone is empty; expected an open_clip model name, a model config or a file")
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
+        if not _is_int(self.image_size) or self.image_size <= 0:
             raise ConfigError(
                 f"winclip.image_size={self.image_size!r}; expected a positive integer (240 for ViT-B/16+)"
             )
-        if not self.scales or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in self.scales):
+        if not self.scales or not all(_is_int(s) and s >= 1 for s in self.scales):
             raise ConfigError(f"winclip.scales={self.scales!r}; expected a non-empty tuple of window sizes >= 1")
         if (
-            isinstance(self.temperature, bool)
-            or not isinstance(self.temperature, (int, float))
+            not isinstance(self.temperature, (int, float))
+            or isinstance(self.temperature, bool)
             or self.temperature <= 0
         ):
             raise ConfigError(f"winclip.temperature={self.temperature!r}; expected a number > 0")
-        if isinstance(self.k_shot, bool) or not isinstance(self.k_shot, int) or self.k_shot < 0:
+        if not _is_int(self.k_shot) or self.k_shot < 0:
             raise ConfigError(f"winclip.k_shot={self.k_shot!r}; expected an integer >= 0 (0 = zero-shot)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
