@@ -39,11 +39,14 @@ def load_backbone(
 ) -> CLIP:
     """A frozen fp32 CLIP in eval mode.
 
-    `name` is an open_clip model name, `tiny`, or a path to a weights file (then `pretrained` is ignored).
+    `name` is an open_clip model name, `tiny`, an open_clip model config file (`*.json`, with `pretrained` its
+    weights file), or a path to a weights file (then `pretrained` is ignored).
     `pretrained` is an open_clip tag (`openai`) or a local file for the architecture `name`.
     """
     if name == TINY:
         model = tiny_clip(seed)
+    elif name.endswith(".json"):
+        model = clip_from_model_config(Path(name), pretrained)
     elif _is_file_like(name):
         model = clip_from_file(Path(name))
     elif pretrained is not None and _is_file_like(str(pretrained)):
@@ -68,6 +71,20 @@ def tiny_clip(seed: int = TINY_SEED) -> CLIP:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CLIP(embed_dim=64, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+
+
+def clip_from_model_config(config: Path, weights: str | os.PathLike | None) -> CLIP:
+    """The CLIP an open_clip model config file describes (registered under its file stem), with `weights` loaded
+    strictly; how the conformance bundles ship their tiny CLIPs."""
+    if not config.is_file():
+        raise BackboneError(f"model config {config} does not exist; expected an open_clip model config (*.json)")
+    if weights is not None and not Path(weights).is_file():
+        raise BackboneError(f"weights file {weights} for the model config {config} does not exist")
+    open_clip.add_model_config(config)
+    try:
+        return open_clip.create_model(config.stem, pretrained=None if weights is None else str(weights))
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise BackboneError(f"{config} with weights {weights} does not build an open_clip CLIP: {err}") from err
 
 
 def clip_from_file(path: Path) -> CLIP:
