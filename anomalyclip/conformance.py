@@ -245,8 +245,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_main)
 
 
+BUNDLE_REFERENCES = {
+    "zqhang/AnomalyCLIP": "anomalyclip",
+    "WinClipModel": "winclip",
+    "VAND-APRIL-GAN": "vand",
+}
+"""What a bundle's `official_code` / `reference_code` names -> the method it checks."""
+
+
+def bundle_method(bundle: str | Path) -> str:
+    """The method a bundle holds reference outputs of, from the reference code its config.json names."""
+    raw = _read_json(Path(bundle) / "config.json")
+    reference = f"{raw.get('official_code', '')} {raw.get('reference_code', '')}"
+    found = [method for marker, method in BUNDLE_REFERENCES.items() if marker in reference]
+    if len(found) != 1:
+        raise BundleError(
+            f"{bundle}/config.json names reference code {reference.strip()!r}; expected one of "
+            f"{sorted(BUNDLE_REFERENCES)} in 'official_code' or 'reference_code'"
+        )
+    return found[0]
+
+
+def check_bundle(bundle: str | Path, device: str = "cpu") -> ConformanceReport:
+    """Run the checks of any bundle: the method and every setting come from the bundle itself."""
+    method = bundle_method(bundle)
+    if method == "winclip":
+        from anomalyclip.conformance_winclip import check_winclip_bundle
+
+        return check_winclip_bundle(bundle, device)
+    if method == "vand":
+        from anomalyclip.conformance_vand import check_vand_bundle
+
+        return check_vand_bundle(bundle, device)
+    return run_conformance(bundle, device)
+
+
 def _main(args: argparse.Namespace) -> int:
-    report = run_conformance(args.bundle, device=args.device)
+    report = check_bundle(args.bundle, device=args.device)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

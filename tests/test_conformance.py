@@ -64,3 +64,24 @@ def test_missing_bundle_is_a_clear_error(tmp_path, capsys):
     assert main(["conformance", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and "nowhere" in err
+
+
+@pytest.mark.parametrize("name,method", [("default", "anomalyclip"), ("nodpam", "anomalyclip"),
+                                         ("winclip", "winclip"), ("vand", "vand")])  # fmt: skip
+def test_bundle_method_is_read_from_its_config(name, method):
+    from anomalyclip.conformance import bundle_method
+
+    assert bundle_method(require_shared("conformance", name)) == method
+
+
+def test_a_bundle_of_unknown_reference_code_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"official_code": "someone/else @ 123"}))
+    assert main(["conformance", str(tmp_path)]) == 2
+    assert "names reference code 'someone/else @ 123'" in capsys.readouterr().err
+
+
+def test_winclip_bundle_passes_through_the_cli(capsys):
+    bundle = require_shared("conformance", "winclip")
+    assert main(["conformance", str(bundle), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and len(report["checks"]) >= 50

@@ -15,6 +15,7 @@ from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.methods.base import Detector
 from anomalyclip.methods.prompted import PROMPTED, PromptedDetector, method_config
+from anomalyclip.methods.winclip import WinCLIP, WinCLIPConfig
 from anomalyclip.model import AnomalyCLIP
 
 
@@ -31,6 +32,7 @@ class MethodInfo:
 METHODS: dict[str, MethodInfo] = {
     "clip": MethodInfo("CLIP", False, False, "plain CLIP with two prompts (official AnomalyCLIP issue #25)"),
     "clip_ac": MethodInfo("CLIP-AC", False, False, "plain CLIP with the state x template prompt ensemble"),
+    "winclip": MethodInfo("WinCLIP", False, True, "anomalib 2.7.0 WinClipModel"),
     "coop": MethodInfo("CoOp", True, False, "learned context before state word and class name (paper rebuttal)"),
     "anomalyclip": MethodInfo("AnomalyCLIP", True, False, "zqhang/AnomalyCLIP @ 45ed4dd"),
 }
@@ -49,6 +51,8 @@ def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:
     check_method(method)
     if method in PROMPTED:
         return AnomalyCLIPConfig.from_dict(dict(data or {}))
+    if method == "winclip":
+        return _from_dict(WinCLIPConfig, method, data)
     raise ConfigError(f"method {method} has no configuration type")  # every method in METHODS is handled above
 
 
@@ -111,7 +115,39 @@ def build_detector(
         raise ConfigError(f"method {method} is zero-shot only; got shots={shots}, expected 0")
     if method in PROMPTED:
         return _prompted(method, config, checkpoint, backbone, pretrained, image_size, device)
+    if method == "winclip":
+        config = _typed(WinCLIPConfig, method, config)
+        changes = _backbone_changes(config, backbone, pretrained, image_size) | ({"k_shot": shots} if shots else {})
+        return WinCLIP.from_config(dataclasses.replace(config, **changes), device=device)
     raise ConfigError(f"method {method} cannot be built here")  # every method in METHODS is handled above
+
+
+def _from_dict(config_type: type, method: str, data: Mapping[str, Any] | None) -> Any:
+    """A method's dataclass configuration from plain data; unknown keys are an error, lists become tuples."""
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {method} configuration key(s) {unknown}; expected {sorted(known)}")
+    return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _typed(config_type: type, method: str, config: Any) -> Any:
+    if config is None:
+        return config_type()
+    if not isinstance(config, config_type):
+        raise ConfigError(f"method {method} takes a {config_type.__name__}, got {type(config).__name__}")
+    return config
+
+
+def _backbone_changes(config: Any, backbone: str | None, pretrained: str | None, image_size: int | None) -> dict:
+    """Field changes for a --backbone/--pretrained/--image-size choice (a new backbone drops the old tag)."""
+    changes: dict[str, Any] = {}
+    if backbone is not None or pretrained is not None:
+        changes = {"backbone": backbone or config.backbone, "pretrained": pretrained}
+    if image_size is not None:
+        changes["image_size"] = image_size
+    return changes
 
 
 def _prompted(method, config, checkpoint, backbone, pretrained, image_size, device) -> PromptedDetector:
