@@ -20,6 +20,10 @@ from anomalyclip.errors import BackboneError
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
+TINY_WINDOWS = "tiny-winclip"
+"""A second random CLIP for WinCLIP's smoke runs: ViT-B/16's patch at 160 px and 4 blocks, so its hundreds of window
+sequences per image stay cheap on a CPU (WinCLIP uses the positional embedding unresized, at the native size)."""
+TINY_NAMES = (TINY, TINY_WINDOWS)
 TINY_SEED = 0
 _OPENAI_KEYS = (
     "visual.conv1.weight",
@@ -43,8 +47,8 @@ def load_backbone(
     weights file), or a path to a weights file (then `pretrained` is ignored).
     `pretrained` is an open_clip tag (`openai`) or a local file for the architecture `name`.
     """
-    if name == TINY:
-        model = tiny_clip(seed)
+    if name in TINY_NAMES:
+        model = tiny_clip(seed, windows=name == TINY_WINDOWS)
     elif name.endswith(".json"):
         model = clip_from_model_config(Path(name), pretrained)
     elif _is_file_like(name):
@@ -64,9 +68,12 @@ def freeze(model: CLIP) -> CLIP:
     return model
 
 
-def tiny_clip(seed: int = TINY_SEED) -> CLIP:
-    """A random CLIP with ViT-L/14@336's structure but width 128 (the conformance bundles' shape), seeded."""
+def tiny_clip(seed: int = TINY_SEED, windows: bool = False) -> CLIP:
+    """A random CLIP with ViT-L/14@336's structure but width 128 (the conformance bundles' shape), seeded;
+    `windows`: the `tiny-winclip` variant (patch 16, 160 px, 4 blocks)."""
     vision = CLIPVisionCfg(layers=24, width=128, head_width=64, patch_size=14, image_size=336)
+    if windows:
+        vision = CLIPVisionCfg(layers=4, width=128, head_width=64, patch_size=16, image_size=160)
     text = CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=2, layers=12)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

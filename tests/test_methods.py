@@ -35,16 +35,28 @@ def records(synthetic_root):
     return load_records(synthetic_root, split="test", categories=["disc", "square"])[::3]
 
 
-@pytest.mark.parametrize("method", PROMPTED)
-def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, records, method):
-    detector = Variant(config(), method).detector(tiny_clip)
+def detector_for(method: str, clip, shots: int = 0):
+    """A small detector of `method`: prompted ones on the tiny CLIP, WinCLIP on its cheap tiny variant."""
+    if method in PROMPTED:
+        return Variant(config(), method).detector(clip)
+    return build_detector(method, backbone=f"tiny-{method}", shots=shots)
+
+
+@pytest.mark.parametrize("method,shots", [(m, 0) for m in PROMPTED] + [("winclip", 0), ("winclip", 2)])
+def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, synthetic_root, records, method, shots):
+    detector = detector_for(method, tiny_clip, shots)
     transform = detector.image_transform()
+    normal = load_records(synthetic_root, split="train", categories=["disc", "square"])
+    references = {c: [r for r in normal if r.category == c] for c in ("disc", "square")}
     seen = 0
-    for category, batches in score_categories(detector, records, batch_size=3, num_workers=0, progress=False):
-        for batch in batches:
+    batches = score_categories(detector, records, references=references, batch_size=3, num_workers=0,
+                               progress=False)  # fmt: skip
+    for category, scored in batches:
+        refs = torch.stack([transform(read_image(r.image)) for r in references[category][:shots]]) if shots else None
+        for batch in scored:
             images = torch.stack([transform(read_image(path)) for path in batch.items["path"]])
             with torch.no_grad():
-                direct = detector(images, category)
+                direct = detector(images, category, refs)
             np.testing.assert_array_equal(batch.image_scores, direct.image_scores.numpy())
             np.testing.assert_array_equal(batch.maps, gaussian_blur(direct.anomaly_maps, detector.sigma).numpy())
             seen += len(images)
@@ -111,7 +123,8 @@ def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_through_test_and_predict(method, synthetic_root, tmp_path, capsys):
-    common = ["--backbone", "tiny", "--method", method, "--image-size", str(SIZE), "--no-progress"]
+    backbone, size = ("tiny-winclip", 160) if method == "winclip" else ("tiny", SIZE)
+    common = ["--backbone", backbone, "--method", method, "--image-size", str(size), "--no-progress"]
     if METHODS[method].learns:
         detector = build_detector(method, config=config(), backbone="tiny")
         train_records = load_records(synthetic_root, split="test", categories=["stripes"])[::4]

@@ -97,7 +97,8 @@ class WinCLIPConfig:
 
     backbone: str = "ViT-B-16-plus-240"
     pretrained: str | None = "laion400m_e31"
-    image_size: int = 240
+    image_size: int | None = None
+    """Input size; None = the backbone's native size (240 for ViT-B/16+), the only one the reference accepts."""
     scales: tuple[int, ...] = (2, 3)
     """Window sizes in patches."""
     temperature: float = 0.07
@@ -110,7 +111,7 @@ class WinCLIPConfig:
         self.scales = tuple(self.scales)
         if not self.backbone:
             raise ConfigError("winclip.backbone is empty; expected an open_clip model name, a model config or a file")
-        if not _is_int(self.image_size) or self.image_size <= 0:
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size <= 0):
             raise ConfigError(
                 f"winclip.image_size={self.image_size!r}; expected a positive integer (240 for ViT-B/16+)"
             )
@@ -233,10 +234,13 @@ class WinCLIP(Detector):
 
     def __init__(self, clip: CLIP, config: WinCLIPConfig | None = None):
         config = config or WinCLIPConfig()
+        grid = _check_backbone(clip, config)
+        native = grid[0] * int(clip.visual.patch_size[0])
+        config = dataclasses.replace(config, image_size=config.image_size or native)
         super().__init__(config.image_size, sigma=0.0, shots=config.k_shot)
         self.config = config
         self.clip = clip
-        self.grid = _check_backbone(clip, config)
+        self.grid = grid
         device = clip.visual.conv1.weight.device
         for position, scale in enumerate(config.scales):
             self.register_buffer(f"windows_{position}", window_indices(self.grid, scale).to(device), persistent=False)
@@ -383,7 +387,7 @@ def _check_backbone(clip: CLIP, config: WinCLIPConfig) -> tuple[int, int]:
     grid = tuple(int(g) for g in visual.grid_size)
     patch = int(visual.patch_size[0])
     native = grid[0] * patch
-    if grid[0] != grid[1] or config.image_size != native:
+    if grid[0] != grid[1] or config.image_size not in (None, native):
         raise InputSizeError(
             f"winclip.image_size={config.image_size} does not fit backbone {config.backbone!r}: its positional "
             f"embedding is used unresized and is for a {grid[0]}x{grid[1]} grid of {patch}-px patches; the nearest "
