@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anomalyclip.data.synth import OBJECT_CATEGORIES, TEXTURE_CATEGORIES, ensure_synthetic_dataset
+from anomalyclip.data.synth import (
+    OBJECT_CATEGORIES,
+    TEXTURE_CATEGORIES,
+    default_synthetic_root,
+    ensure_synthetic_dataset,
+)
 from anomalyclip.errors import ConfigError
 from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.methods.registry import METHODS
@@ -41,18 +46,18 @@ class Protocol:
         return [(self.primary, (self.secondary,)), (self.secondary, (self.primary,))]
 
 
-PAPER = Protocol("paper", "MVTec AD", "VisA")
+PAPER = Protocol("paper", "mvtec", "visa")
+"""Dataset keys as in `anomalyclip.paper` (MVTec AD, VisA)."""
 SMOKE = Protocol("smoke", SMOKE_SOURCE, SMOKE_TARGET)
 PROTOCOLS = {p.name: p for p in (PAPER, SMOKE)}
 
 
 def smoke_sources(root: str | Path | None = None) -> dict[str, DataSource]:
     """The two synthetic domains (textures as source, objects as target), generated once under `root`."""
-    base = Path(root) if root is not None else None
+    base = Path(root) if root is not None else default_synthetic_root().parent / "smoke"
     folders = {
-        SMOKE_SOURCE: ensure_synthetic_dataset(base and base / "synthetic_source", categories=TEXTURE_CATEGORIES),
-        SMOKE_TARGET: ensure_synthetic_dataset(base and base / "synthetic_target", categories=OBJECT_CATEGORIES,
-                                               seed=1),  # fmt: skip
+        SMOKE_SOURCE: ensure_synthetic_dataset(base / "synthetic_source", categories=TEXTURE_CATEGORIES),
+        SMOKE_TARGET: ensure_synthetic_dataset(base / "synthetic_target", categories=OBJECT_CATEGORIES, seed=1),
     }
     return {name: DataSource(name, "generic", str(folder)) for name, folder in folders.items()}
 

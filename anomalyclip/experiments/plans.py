@@ -1,0 +1,147 @@
+"""What a profile fixes for every job (`Setup`), the datasets it evaluates, and the plans of the notebooks.
+
+A notebook builds its `Setup` from its parameters and asks for its jobs here; `anomalyclip reproduce` asks for the
+same jobs with the same parameters before it runs the notebooks, so they find their results in the run store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
+from anomalyclip.data import DATASETS, load_records
+from anomalyclip.errors import AnomalyCLIPError, ConfigError, DataError
+from anomalyclip.experiments.jobs import DataSource, Job
+from anomalyclip.experiments.protocol import PROTOCOLS, Protocol, smoke_sources, table_jobs
+from anomalyclip.experiments.store import RunStore
+from anomalyclip.methods.registry import METHODS
+from anomalyclip.methods.winclip import WinCLIPConfig
+from anomalyclip.paper import DATASET_NAMES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The settings every job of a run shares: protocol, weights, sizes, recipe, precision, data and run store."""
+
+    protocol: str = "smoke"
+    backbone: str = "tiny"
+    pretrained: str | None = None
+    weights: str | None = None
+    """A local CLIP weights file; overrides `backbone`/`pretrained` for every method but WinCLIP."""
+    winclip_backbone: str = "tiny-winclip"
+    winclip_pretrained: str | None = None
+    image_size: int = 224
+    epochs: int = 8
+    seed: int = 111
+    precision: str = "fp32"
+    device: str = "cpu"
+    data_root: str | None = None
+    """Folder of downloaded datasets, one subfolder each (smoke: optional extra targets; paper: required)."""
+    allow_missing: bool = False
+    """Paper protocol: skip datasets missing under `data_root` (listed in the scorecard) instead of stopping."""
+    run_store: str = "runs"
+    methods: tuple[str, ...] = tuple(METHODS)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol {self.protocol!r}; expected one of {sorted(PROTOCOLS)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ConfigError(f"unknown methods {unknown}; expected some of {list(METHODS)}")
+        object.__setattr__(self, "methods", tuple(self.methods))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Setup:
+        """A setup from the fields present in `values` (e.g. a notebook's parameters), the rest at defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def rules(self) -> Protocol:
+        return PROTOCOLS[self.protocol]
+
+    def store(self) -> RunStore:
+        return RunStore(self.run_store)
+
+    def config(self, method: str) -> dict[str, Any]:
+        """The configuration of `method` under this setup, as plain data (what a job stores)."""
+        if method == "winclip":
+            return dataclasses.asdict(WinCLIPConfig(backbone=self.winclip_backbone, pretrained=self.winclip_pretrained))
+        backbone, pretrained = (self.weights, None) if self.weights else (self.backbone, self.pretrained)
+        return AnomalyCLIPConfig(
+            backbone=backbone,
+            pretrained=pretrained,
+            vision=VisionConfig(image_size=self.image_size),
+            train=TrainConfig(epochs=self.epochs, seed=self.seed),
+        ).to_dict()
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return {method: self.config(method) for method in self.methods}
+
+
+@dataclass
+class Datasets:
+    """The datasets a setup evaluates, by display name, and those it skipped with the reason."""
+
+    sources: dict[str, DataSource]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def datasets(setup: Setup) -> Datasets:
+    """The sources of `setup`: the synthetic domains and any folders under `data_root` (smoke), or the paper's
+    datasets under `data_root`, each required unless `allow_missing` (paper)."""
+    found = Datasets({})
+    if setup.protocol == "smoke":
+        found.sources.update(smoke_sources())
+    if setup.data_root is not None:
+        _discover(Path(setup.data_root), found, paper_only=setup.protocol == "paper")
+    elif setup.protocol == "paper":
+        raise DataError("the paper protocol needs the downloaded datasets: pass --data-root FOLDER (one subfolder "
+                        "per dataset, named as downloaded, e.g. mvtec_anomaly_detection, visa)")  # fmt: skip
+    if setup.protocol == "paper":
+        missing = [key for key in DATASET_NAMES if key not in found.sources and key not in found.skipped]
+        for key in missing:
+            found.skipped[key] = f"no folder for {DATASET_NAMES[key]} under {setup.data_root}"
+        if found.skipped and not setup.allow_missing:
+            listed = "; ".join(f"{k}: {why}" for k, why in found.skipped.items())
+            raise DataError(f"the paper protocol evaluates all 17 datasets, but {listed}. Download them into "
+                            "--data-root (data/README.md) or pass --allow-missing to run what is there")  # fmt: skip
+    return found
+
+
+def _discover(root: Path, found: Datasets, paper_only: bool) -> None:
+    from anomalyclip.studies import discover_datasets, paper_dataset
+
+    if not root.is_dir():
+        raise DataError(f"--data-root {root} is not a folder; expected one subfolder per downloaded dataset")
+    for folder, name in discover_datasets(root).items():
+        key = paper_dataset(folder, name)
+        if key is None and paper_only:
+            continue
+        display = key or folder
+        pixel = DATASETS[name].pixel_level if name in DATASETS else True
+        source = DataSource(display, name, str(root / folder), pixel_level=pixel)
+        try:
+            load_records(source.root, source.dataset, source.split)
+        except AnomalyCLIPError as err:
+            found.skipped[display] = str(err)
+            continue
+        found.sources.setdefault(display, source)
+
+
+def tables_plan(setup: Setup) -> list[Job]:
+    """Tables 1-2: every method of `setup` on every dataset, learned methods under the protocol's transfers."""
+    return table_jobs(setup.rules, datasets(setup).sources, setup.configs(), precision=setup.precision)
+
+
+PLANS: dict[str, Callable[[Setup], list[Job]]] = {
+    "06_evaluation_17_datasets": tables_plan,
+}
+"""Notebook -> the jobs it reads; `reproduce` runs their union before executing the notebooks."""
