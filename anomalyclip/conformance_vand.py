@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +180,17 @@ def _check_settings(bundle: Path, raw: dict[str, Any], model: VAND, flag: Any) -
     flag("optimiser", not differing, len(differing))
 
 
+@dataclass
 class _Inputs:
     """The bundle's raw files through VAND's own transforms, in batch order, with their classes and labels."""
 
-    def __init__(self, images, masks, labels, classes, references):
-        self.images: torch.Tensor = images
-        self.masks: torch.Tensor = masks
-        """(B, S, S) 0/1."""
-        self.labels: torch.Tensor = labels
-        self.classes: list[str] = classes
-        self.references: dict[str, torch.Tensor] = references
-        """Class -> (k, 3, S, S) few-shot references."""
+    images: torch.Tensor
+    masks: torch.Tensor
+    """(B, S, S) 0/1."""
+    labels: torch.Tensor
+    classes: list[str]
+    references: dict[str, torch.Tensor]
+    """Class -> (k, 3, S, S) few-shot references (empty zero-shot)."""
 
     @classmethod
     def read(cls, bundle: Path, raw: dict[str, Any], model: VAND) -> _Inputs:
@@ -205,11 +206,11 @@ class _Inputs:
         if not images:
             raise BundleError(f"{bundle / 'config.json'} lists no inputs")
         names, k = list(raw["class_names"]), int(raw["k_shot"])
-        files = list(raw["few_shot_refs"])
+        files = list(raw.get("few_shot_refs", []))
         if len(files) != k * len(names):
             raise BundleError(f"{bundle}: {len(files)} few_shot_refs for {len(names)} classes x k={k}")
-        refs = torch.stack([image_t(read_image(folder / f)) for f in files])
-        references = {name: refs[i * k : (i + 1) * k] for i, name in enumerate(names)}
+        refs = [image_t(read_image(folder / f)) for f in files]
+        references = {name: torch.stack(refs[i * k : (i + 1) * k]) for i, name in enumerate(names) if k}
         return cls(torch.stack(images), torch.stack(masks), torch.tensor(labels), classes, references)
 
     def check(self, bundle: Path, report: ConformanceReport) -> None:
@@ -219,8 +220,9 @@ class _Inputs:
             raise BundleError(f"{path} does not exist; a VAND bundle keeps the preprocessed inputs there")
         with np.load(path) as data:
             given = {k: data[k].astype(np.float64) for k in data.files}
-        ours = {"images": self.images, "masks": self.masks[:, None], "labels": self.labels,
-                "ref_images": torch.cat(list(self.references.values()))}  # fmt: skip
+        ours = {"images": self.images, "masks": self.masks[:, None], "labels": self.labels}
+        if self.references:
+            ours["ref_images"] = torch.cat(list(self.references.values()))
         for key, tensor in ours.items():
             got = tensor.numpy().astype(np.float64)
             report.checks.append(_compare(f"inputs_{key}", got, given[key], TRANSFORM_TOL, None))
@@ -266,6 +268,8 @@ def _check_scores(model: VAND, features: VANDFeatures, images: torch.Tensor, inp
     `finalize_scores` over the class's images) and the per-block distances behind it."""
     text = torch.stack([model.text_features(c) for c in inputs.classes])
     check("anomaly_map", model.zero_shot_map(features, text), MAP_TOL)
+    if not model.shots:
+        return
     few_map, combined = torch.zeros(2, len(images), *images.shape[-2:])
     scores = torch.zeros(len(images), dtype=torch.float64)
     distances = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 
 from anomalyclip.backbone import uses_quick_gelu
-from anomalyclip.conformance_vand import check_vand_bundle
+from anomalyclip.conformance_vand import bundle_vand_config, check_vand_bundle
 from anomalyclip.data import load_records
 from anomalyclip.data.synth import make_synthetic_dataset
 from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSizeError
@@ -75,6 +76,22 @@ def test_an_altered_bundle_fails_naming_the_checks(conformance_dir, tmp_path):
     report = check_vand_bundle(bundle)
     assert not report.passed
     assert {c.name for c in report.checks if not c.ok} == {"anomaly_map", "activation", "unchecked mystery"}
+
+
+def test_bundle_settings_come_from_its_config(conformance_dir, tmp_path):
+    source = conformance_dir / "vand"
+    config, raw = bundle_vand_config(source)
+    assert (config.image_size, config.features_list, config.k_shot, config.scale) == (518, (6, 12, 18, 24), 1, 100.0)
+    assert Path(config.backbone) == source / "clip_tiny_open_clip.pt" and config.betas == (0.5, 0.999)
+    bundle = tmp_path / "other"
+    bundle.mkdir()
+    (bundle / "clip_tiny_open_clip.pt").symlink_to(source / "clip_tiny_open_clip.pt")
+    raw.update(image_size=336, features_list=[12, 24], few_shot_features=[24], k_shot=4, scale=50.0, seed=7)
+    raw["optimiser"] = {**raw["optimiser"], "lr": 0.01, "betas": [0.9, 0.99]}
+    (bundle / "config.json").write_text(json.dumps(raw))
+    other, _ = bundle_vand_config(bundle)
+    assert (other.image_size, other.features_list, other.few_shot_features, other.k_shot) == (336, (12, 24), (24,), 4)
+    assert (other.scale, other.lr, other.betas, other.seed) == (50.0, 0.01, (0.9, 0.99), 7)
 
 
 # --- the detector contract ---------------------------------------------------------------------------------------

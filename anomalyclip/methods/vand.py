@@ -409,7 +409,7 @@ class VAND(Detector):
         a category whose maxima are all equal gets 0 for the second term (the authors' 0/0). Zero-shot: unchanged."""
         if not self.shots:
             return image_scores
-        maxima = map_maxima.double()
+        maxima = map_maxima.to(image_scores.device).double()
         spread = maxima.max() - maxima.min()
         normalised = (maxima - maxima.min()) / spread if spread > 0 else torch.zeros_like(maxima)
         return 0.5 * (image_scores.double() + normalised)
