@@ -14,6 +14,8 @@ from pathlib import Path
 import open_clip
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
+from open_clip.transformer import QuickGELU
+from torch import nn
 
 from anomalyclip.errors import BackboneError
 
@@ -66,6 +68,28 @@ def freeze(model: CLIP) -> CLIP:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def uses_quick_gelu(model: CLIP) -> bool:
+    """Whether the backbone's MLPs use QuickGELU (OpenAI's activation) rather than nn.GELU."""
+    return isinstance(model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+
+
+def set_activation(model: CLIP, quick_gelu: bool) -> CLIP:
+    """Put QuickGELU or nn.GELU into every MLP of both towers; open_clip fixes the choice when it builds a model, and
+    the weights do not depend on it (VAND's factory, for one, runs OpenAI weights with GELU off their native size)."""
+    for tower in (model.visual.transformer, model.transformer):
+        for block in tower.resblocks:
+            block.mlp.gelu = QuickGELU() if quick_gelu else nn.GELU()
+    return model
+
+
+def openai_style(name: str, pretrained: str | os.PathLike | None) -> bool:
+    """Whether `load_backbone(name, pretrained)` gives OpenAI-format weights (the `openai` tag, a weights file, or
+    `tiny`), which are built with QuickGELU; other hub tags keep their open_clip config's activation."""
+    if name in TINY_NAMES or _is_file_like(name) or str(pretrained) == "openai":
+        return True
+    return pretrained is not None and _is_file_like(str(pretrained))
 
 
 def tiny_clip(seed: int = TINY_SEED, windows: bool = False) -> CLIP:

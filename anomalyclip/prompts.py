@@ -127,10 +127,15 @@ def clip_prompt_features(text_encoder: TextEncoder, class_name: str = "object") 
     return ensemble_text_features(text_encoder, [normal], [abnormal])
 
 
-def clip_ac_prompt_features(text_encoder: TextEncoder, class_name: str = "object") -> torch.Tensor:
-    """CLIP-AC: the state-phrase x template ensemble of the official `encode_text_with_prompt_ensemble`."""
+def clip_ac_sentences(class_name: str = "object") -> tuple[list[str], list[str]]:
+    """The normal (7 x 35) and abnormal (5 x 35) CLIP-AC sentences, state-major as the official ensemble builds them."""
 
     def sentences(states: tuple[str, ...]) -> list[str]:
         return [t.format(s.format(class_name)) for s in states for t in CLIP_AC_TEMPLATES]
 
-    return ensemble_text_features(text_encoder, sentences(CLIP_AC_NORMAL_STATES), sentences(CLIP_AC_ABNORMAL_STATES))
+    return sentences(CLIP_AC_NORMAL_STATES), sentences(CLIP_AC_ABNORMAL_STATES)
+
+
+def clip_ac_prompt_features(text_encoder: TextEncoder, class_name: str = "object") -> torch.Tensor:
+    """CLIP-AC: the state-phrase x template ensemble of the official `encode_text_with_prompt_ensemble`."""
+    return ensemble_text_features(text_encoder, *clip_ac_sentences(class_name))

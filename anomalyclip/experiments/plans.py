@@ -52,6 +52,8 @@ class Setup:
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"protocol {self.protocol!r}; expected one of {sorted(PROTOCOLS)}")
+        if isinstance(self.methods, str):
+            raise ConfigError(f"methods={self.methods!r}; expected a list of method names such as ['clip']")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"unknown methods {unknown}; expected some of {list(METHODS)}")

@@ -47,3 +47,24 @@ def job_detector(result: JobResult, device: str | torch.device = "cpu") -> Detec
     job = result.job
     config = None if result.checkpoint else method_config_from_dict(job.method, job.config)
     return build_detector(job.method, config=config, checkpoint=result.checkpoint, shots=job.shots, device=device)
+
+
+def example_maps(
+    result: JobResult, target: str, count: int, *, anomalous: bool = True, device: str | torch.device = "cpu"
+) -> list[dict]:
+    """Image, mask and smoothed map of the first `count` anomalous (or normal) images of a target, re-scored with
+    the job's detector through the one inference loop: for qualitative figures."""
+    from anomalyclip.engine.inference import score_categories
+
+    source = next(t for t in result.job.targets if t.name == target)
+    records = [r for r in source.records() if bool(r.label) == anomalous][:count]
+    detector = job_detector(result, device)
+    examples = []
+    for _, batches in score_categories(detector, records, batch_size=max(1, count), num_workers=0, progress=False):
+        for batch in batches:
+            for i, path in enumerate(batch.items["path"]):
+                image, mask, smoothed = batch.items["image"][i], batch.masks[i], batch.maps[i]
+                examples.append(
+                    {"path": path, "category": batch.category, "image": image, "mask": mask, "map": smoothed}
+                )
+    return examples
