@@ -21,7 +21,7 @@ def sources(tmp_path_factory):
 
 
 def plan(sources) -> list[Job]:
-    return table_jobs(SMOKE, sources, {"clip": CONFIG, "anomalyclip": CONFIG})
+    return table_jobs(SMOKE, sources, ["clip", "anomalyclip"], lambda method, train: CONFIG)
 
 
 def test_job_identity_follows_every_setting_and_nothing_else(sources):

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from anomalyclip.checkpoint import save_official_checkpoint
 from anomalyclip.cli import main
 from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
 from anomalyclip.data import load_records, read_image
@@ -16,6 +17,8 @@ from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.head import gaussian_blur
 from anomalyclip.methods import METHODS, build_detector
 from anomalyclip.methods.prompted import PROMPTED
+from anomalyclip.methods.vand import VANDConfig
+from anomalyclip.methods.vand import save_checkpoint as save_vand_checkpoint
 from anomalyclip.studies import Variant, score_frame
 
 SIZE = 112
@@ -39,10 +42,15 @@ def detector_for(method: str, clip, shots: int = 0):
     """A small detector of `method`: prompted ones on the tiny CLIP, WinCLIP on its cheap tiny variant."""
     if method in PROMPTED:
         return Variant(config(), method).detector(clip)
+    if method == "vand":
+        vand = VANDConfig(backbone="tiny", pretrained=None, image_size=SIZE, epochs=1, k_shot=shots)
+        return build_detector(method, config=vand)
     return build_detector(method, backbone=f"tiny-{method}", shots=shots)
 
 
-@pytest.mark.parametrize("method,shots", [(m, 0) for m in PROMPTED] + [("winclip", 0), ("winclip", 2)])
+@pytest.mark.parametrize(
+    "method,shots", [(m, 0) for m in PROMPTED] + [("winclip", 0), ("winclip", 2), ("vand", 0), ("vand", 1)]
+)
 def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, synthetic_root, records, method, shots):
     detector = detector_for(method, tiny_clip, shots)
     transform = detector.image_transform()
@@ -118,15 +126,21 @@ def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_
     )
     with pytest.raises(ConfigError, match="zero-shot only; got shots=2"):
         build_detector("clip", backbone="tiny", shots=2)
+    vand = detector_for("vand", tiny_clip)
+    vand_checkpoint = save_vand_checkpoint(tmp_path / "vand.pt", vand)
+    with pytest.raises(CheckpointError, match=r"VAND \(vand\) checkpoint, but the method is AnomalyCLIP"):
+        build_detector("anomalyclip", checkpoint=vand_checkpoint, backbone="tiny")
+    with pytest.raises(CheckpointError, match=r"AnomalyCLIP \(anomalyclip\) checkpoint, but the method is VAND"):
+        build_detector("vand", checkpoint=save_official_checkpoint(tmp_path / "ac.pth", detector.model.prompt_learner))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_runs_through_test_and_predict(method, synthetic_root, tmp_path, capsys):
+def test_every_method_runs_through_test_and_predict(method, tiny_clip, synthetic_root, tmp_path, capsys):
     backbone, size = ("tiny-winclip", 160) if method == "winclip" else ("tiny", SIZE)
     common = ["--backbone", backbone, "--method", method, "--image-size", str(size), "--no-progress"]
     if METHODS[method].learns:
-        detector = build_detector(method, config=config(), backbone="tiny")
+        detector = detector_for(method, tiny_clip)
         train_records = load_records(synthetic_root, split="test", categories=["stripes"])[::4]
         common += ["--checkpoint", str(detector.fit(train_records, tmp_path / "fit", num_workers=0,
                                                     progress=False).checkpoint)]  # fmt: skip

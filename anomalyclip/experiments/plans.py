@@ -20,6 +20,7 @@ from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.experiments.protocol import PROTOCOLS, Protocol, smoke_sources, table_jobs
 from anomalyclip.experiments.store import RunStore
 from anomalyclip.methods.registry import METHODS
+from anomalyclip.methods.vand import VANDConfig
 from anomalyclip.methods.winclip import WinCLIPConfig
 from anomalyclip.paper import DATASET_NAMES
 
@@ -72,20 +73,24 @@ class Setup:
     def store(self) -> RunStore:
         return RunStore(self.run_store)
 
-    def config(self, method: str) -> dict[str, Any]:
-        """The configuration of `method` under this setup, as plain data (what a job stores)."""
+    def config(self, method: str, trained_on: str | None = None) -> dict[str, Any]:
+        """The configuration of `method` under this setup (trained on `trained_on`), as plain data for a job."""
         if method == "winclip":
             return dataclasses.asdict(WinCLIPConfig(backbone=self.winclip_backbone, pretrained=self.winclip_pretrained))
         backbone, pretrained = (self.weights, None) if self.weights else (self.backbone, self.pretrained)
+        if method == "vand":
+            role = "mvtec" if trained_on in (None, self.rules.primary) else "visa"
+            recipe = VANDConfig.recipe(role, backbone=backbone, pretrained=pretrained, image_size=self.image_size,
+                                       seed=self.seed)  # fmt: skip
+            if self.protocol == "smoke":
+                recipe = dataclasses.replace(recipe, epochs=min(recipe.epochs, self.epochs))
+            return recipe.to_dict()
         return AnomalyCLIPConfig(
             backbone=backbone,
             pretrained=pretrained,
             vision=VisionConfig(image_size=self.image_size),
             train=TrainConfig(epochs=self.epochs, seed=self.seed),
         ).to_dict()
-
-    def configs(self) -> dict[str, dict[str, Any]]:
-        return {method: self.config(method) for method in self.methods}
 
 
 @dataclass
@@ -140,7 +145,7 @@ def _discover(root: Path, found: Datasets, paper_only: bool) -> None:
 
 def tables_plan(setup: Setup) -> list[Job]:
     """Tables 1-2: every method of `setup` on every dataset, learned methods under the protocol's transfers."""
-    return table_jobs(setup.rules, datasets(setup).sources, setup.configs(), precision=setup.precision)
+    return table_jobs(setup.rules, datasets(setup).sources, setup.methods, setup.config, precision=setup.precision)
 
 
 PLANS: dict[str, Callable[[Setup], list[Job]]] = {

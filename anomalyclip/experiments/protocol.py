@@ -6,7 +6,7 @@ evaluated on every dataset. The smoke protocol has the same shape on two synthet
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,38 +62,45 @@ def smoke_sources(root: str | Path | None = None) -> dict[str, DataSource]:
     return {name: DataSource(name, "generic", str(folder)) for name, folder in folders.items()}
 
 
+ConfigFor = Callable[[str, str | None], Mapping[str, Any]]
+"""(method, training dataset or None) -> the method's configuration dict (a recipe can depend on the training set)."""
+
+
 def table_jobs(
     protocol: Protocol,
     sources: Mapping[str, DataSource],
-    configs: Mapping[str, Mapping[str, Any]],
+    methods: Sequence[str],
+    config_for: ConfigFor,
     *,
     precision: str = "fp32",
 ) -> list[Job]:
-    """The jobs of Tables 1-2: every method in `configs` (method -> configuration dict) on every source."""
+    """The jobs of Tables 1-2: every method on every source, the learned ones under the protocol's transfers."""
     jobs = []
-    for method, config in configs.items():
+    for method in methods:
         if METHODS[method].learns:
             for train, targets in protocol.transfers(list(sources)):
-                jobs.append(Job(method, config, tuple(sources[t] for t in targets), sources[train], precision,
-                                tags={"table": "main", "trained on": train}))  # fmt: skip
+                jobs.append(Job(method, config_for(method, train), tuple(sources[t] for t in targets),
+                                sources[train], precision, tags={"table": "main", "trained on": train}))  # fmt: skip
         else:
-            jobs.append(Job(method, config, tuple(sources.values()), None, precision, tags={"table": "main"}))
+            jobs.append(Job(method, config_for(method, None), tuple(sources.values()), None, precision,
+                            tags={"table": "main"}))  # fmt: skip
     return jobs
 
 
 def ablation_jobs(
     protocol: Protocol,
     sources: Mapping[str, DataSource],
-    variants: Mapping[str, tuple[str, Mapping[str, Any]]],
+    variants: Mapping[str, tuple[str, ConfigFor]],
     *,
     precision: str = "fp32",
     ablation: str = "",
 ) -> list[Job]:
-    """One job per (variant, direction): `variants` maps a label to (method, configuration dict)."""
+    """One job per (variant, direction): `variants` maps a label to (method, its configuration function)."""
     jobs = []
-    for label, (method, config) in variants.items():
+    for label, (method, config_for) in variants.items():
         for train, targets in protocol.ablation_transfers():
             learned = METHODS[method].learns
+            config = config_for(method, train if learned else None)
             jobs.append(Job(method, config, tuple(sources[t] for t in targets), sources[train] if learned else None,
                             precision, tags={"ablation": ablation, "variant": label, "trained on": train}))  # fmt: skip
     return jobs

@@ -15,6 +15,8 @@ from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.methods.base import Detector
 from anomalyclip.methods.prompted import PROMPTED, PromptedDetector, method_config
+from anomalyclip.methods.vand import VAND, VANDConfig
+from anomalyclip.methods.vand import checkpoint_config as vand_checkpoint_config
 from anomalyclip.methods.winclip import WinCLIP, WinCLIPConfig
 from anomalyclip.model import AnomalyCLIP
 
@@ -33,6 +35,7 @@ METHODS: dict[str, MethodInfo] = {
     "clip": MethodInfo("CLIP", False, False, "plain CLIP with two prompts (official AnomalyCLIP issue #25)"),
     "clip_ac": MethodInfo("CLIP-AC", False, False, "plain CLIP with the state x template prompt ensemble"),
     "winclip": MethodInfo("WinCLIP", False, True, "anomalib 2.7.0 WinClipModel"),
+    "vand": MethodInfo("VAND", True, True, "APRIL-GAN, ByChelsea/VAND-APRIL-GAN @ f13b8a6"),
     "coop": MethodInfo("CoOp", True, False, "learned context before state word and class name (paper rebuttal)"),
     "anomalyclip": MethodInfo("AnomalyCLIP", True, False, "zqhang/AnomalyCLIP @ 45ed4dd"),
 }
@@ -53,6 +56,8 @@ def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:
         return AnomalyCLIPConfig.from_dict(dict(data or {}))
     if method == "winclip":
         return _from_dict(WinCLIPConfig, method, data)
+    if method == "vand":
+        return VANDConfig.from_dict(dict(data or {}))
     raise ConfigError(f"method {method} has no configuration type")  # every method in METHODS is handled above
 
 
@@ -119,6 +124,11 @@ def build_detector(
         config = _typed(WinCLIPConfig, method, config)
         changes = _backbone_changes(config, backbone, pretrained, image_size) | ({"k_shot": shots} if shots else {})
         return WinCLIP.from_config(dataclasses.replace(config, **changes), device=device)
+    if method == "vand":
+        saved = vand_checkpoint_config(checkpoint) if checkpoint is not None and config is None else None
+        config = _typed(VANDConfig, method, config or saved)
+        changes = _backbone_changes(config, backbone, pretrained, image_size) | ({"k_shot": shots} if shots else {})
+        return VAND.from_config(dataclasses.replace(config, **changes), device=device, checkpoint=checkpoint)
     raise ConfigError(f"method {method} cannot be built here")  # every method in METHODS is handled above
 
 
