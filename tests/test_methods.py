@@ -131,7 +131,10 @@ def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_
     with pytest.raises(CheckpointError, match=r"VAND \(vand\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=vand_checkpoint, backbone="tiny")
     with pytest.raises(CheckpointError, match=r"AnomalyCLIP \(anomalyclip\) checkpoint, but the method is VAND"):
-        build_detector("vand", checkpoint=save_official_checkpoint(tmp_path / "ac.pth", detector.model.prompt_learner))
+        official = save_official_checkpoint(
+            tmp_path / "ac.pth", Variant(config()).detector(tiny_clip).model.prompt_learner
+        )
+        build_detector("vand", checkpoint=official)
 
 
 @pytest.mark.slow
