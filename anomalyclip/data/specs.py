@@ -364,7 +364,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         homepage="https://challenge.isic-archive.com/data/#2016",
         aliases=("ISIC 2016", "ISIC 2017"),
         stand_ins=("HAM10000",),
-        summary="379, all lesions",
+        summary="379 images, all lesions",
     ),
     _spec(
         name="colondb",
@@ -510,7 +510,7 @@ def _cell(text: str) -> str:
 
 
 def _row(spec: DatasetSpec) -> str:
-    title = f"{spec.title} ({spec.summary})" if spec.summary else spec.title
+    title = f"{spec.title}: {spec.summary}" if spec.summary else spec.title
     layouts = "; or ".join(f"`{layout.expects}`" for layout in spec.layouts if layout.name != "official meta.json")
     if spec.name == "meta_json":
         layouts = f"`{spec.native[0].expects}`"
@@ -528,10 +528,18 @@ def _row(spec: DatasetSpec) -> str:
 
 def markdown_table() -> str:
     """The datasets table of data/README.md, one row per spec."""
-    header = (
-        "| name | dataset | domain | masks | source | licence | layout expected (ROOT = the folder passed) | command |"
+    columns = (
+        "name",
+        "dataset",
+        "domain",
+        "masks",
+        "source",
+        "licence",
+        "layout (ROOT = the folder passed)",
+        "command",
     )
-    return "\n".join([header, "|" + "---|" * 8, *(_row(spec) for spec in SPECS)]) + "\n"
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *(_row(spec) for spec in SPECS)]
+    return "\n".join(lines) + "\n"
 
 
 def readme_with_table(text: str) -> str:
