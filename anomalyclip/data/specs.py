@@ -68,6 +68,11 @@ class DatasetSpec:
     """What the README says about the layout beyond the layouts' own descriptions."""
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """Every name the dataset is known by: its name, title, the paper's name and the aliases."""
+        return (self.name, self.title, *((self.paper_name,) if self.paper_name else ()), *self.aliases)
+
+    @property
     def layouts(self) -> tuple[Layout, ...]:
         return self.native + self.fallbacks
 
@@ -418,6 +423,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         archives=(Archive("https://datasets.simula.no/downloads/kvasir-seg.zip", "kvasir-seg.zip"),),
         licence="research and education only; cite Jha et al., MMM 2020 (see the homepage)",
         homepage="https://datasets.simula.no/kvasir-seg/",
+        aliases=("Kvasir-SEG",),
         summary="1,000 polyps",
         notes="lossy JPEG masks: the threshold matters",
     ),
@@ -471,9 +477,7 @@ SPECS: tuple[DatasetSpec, ...] = (
 DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in SPECS}
 PAPER_DATASETS: tuple[str, ...] = tuple(spec.name for spec in SPECS if spec.paper_name)
 
-ALIASES: dict[str, str] = {
-    name_key(alias): spec.name for spec in SPECS for alias in (spec.name, spec.paper_name or spec.name, *spec.aliases)
-}
+ALIASES: dict[str, str] = {name_key(alias): spec.name for spec in SPECS for alias in spec.names}
 """Every name a dataset is known by (name_key form) -> its name."""
 
 STAND_INS: dict[str, str] = {name_key(folder): spec.name for spec in SPECS for folder in spec.stand_ins}
