@@ -51,14 +51,15 @@ def setting(default: Any, help: str, *, cli: bool = False, **rules: Any) -> Any:
 
 
 class Settings:
-    """Base of configuration sections: every field is checked (and lists made tuples) when the section is built."""
+    """Base of configuration sections (frozen or not): every field is checked (and lists made tuples) when the
+    section is built."""
 
     section: ClassVar[str] = ""
     """The section's name in error messages and nested mappings (`train` gives `train.epochs`)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, check_value(type(self), f.name, getattr(self, f.name)))
+            object.__setattr__(self, f.name, check_value(type(self), f.name, getattr(self, f.name)))
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Leaf:
 
 
 class _Mismatch(Exception):
-    """A value that does not fit an annotation; carries what would have."""
+    """A value that does not fit an annotation."""
 
 
 # --------------------------------------------------------------------------------------------------- annotations
@@ -168,7 +169,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             return value
     else:
         raise TypeError(f"setting annotation {hint!r} is not supported")
-    raise _Mismatch(_describe(hint))
+    raise _Mismatch
 
 
 def _bounds(spec: FieldSpec) -> list[tuple[str, float, Any]]:

@@ -157,7 +157,7 @@ def test_configuration_errors_end_the_cli_with_one_line(
 def test_generic_flags_for_any_settings_class() -> None:
     """What a method's own configuration gets: bools as --x/--no-x, optional values, tuples, a prefix."""
 
-    @dataclass
+    @dataclass(frozen=True)
     class Window(Settings):
         section: ClassVar[str] = "winclip"
         scales: tuple[int, ...] = setting((2, 3), "window sizes in patches", ge=1, cli=True)

@@ -8,7 +8,7 @@ import pytest
 
 from anomalyclip import paper, studies
 from anomalyclip.data import DATASETS
-from anomalyclip.data.download import DATASET_SOURCES, get_source
+from anomalyclip.data.download import DATASET_SOURCES, download_dataset, get_source
 from anomalyclip.data.specs import (
     ALIASES,
     DATASET_SPECS,
@@ -21,6 +21,7 @@ from anomalyclip.data.specs import (
     readme_with_table,
 )
 from anomalyclip.data.synth import make_synthetic_dataset
+from anomalyclip.errors import DataError
 
 README = Path(__file__).resolve().parents[1] / "data" / "README.md"
 
@@ -80,3 +81,13 @@ def test_discovery_and_stand_ins(tmp_path: Path) -> None:
     assert found == {"HAM10000": "isic", "MVTec-AD": "mvtec", "hazelnut_toy": "generic", "mine": "generic"}
     assert studies.paper_dataset("MVTec-AD", "mvtec") == "mvtec"
     assert studies.paper_dataset("HAM10000", "isic") is None and studies.paper_dataset("mine", "generic") is None
+
+
+@pytest.mark.parametrize("name", [n for n in PAPER_DATASETS if not DATASET_SPECS[n].archives])
+def test_every_manual_dataset_says_how_to_get_it(name: str, tmp_path: Path) -> None:
+    with pytest.raises(DataError) as caught:
+        download_dataset(name, tmp_path)
+    message = str(caught.value)
+    spec = DATASET_SPECS[name]
+    assert f"{spec.title} cannot be downloaded automatically" in message and str(tmp_path / name) in message
+    assert spec.homepage in message and spec.licence in message and "{target}" not in message

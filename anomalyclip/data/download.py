@@ -41,7 +41,7 @@ def get_source(name: str) -> DatasetSpec:
 
 def manual_instructions(source: DatasetSpec, target: Path) -> str:
     """The message for a dataset that must be fetched by hand: steps, homepage and licence."""
-    steps = source.instructions.format(target=target)
+    steps = source.instructions.replace("{target}", str(target))  # other braces are layout patterns
     return (
         f"{source.title} cannot be downloaded automatically; get it by hand:\n{steps}\n"
         f"  Homepage: {source.homepage}\n  Licence: {source.licence}"
