@@ -35,7 +35,7 @@ from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
 from anomalyclip.locations import notebooks_dir as default_notebooks_dir
 from anomalyclip.locations import shared_dir
-from anomalyclip.settings import leaves
+from anomalyclip.settings import leaves, yaml_loader
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,15 @@ def _mapping(value: Any, what: str, source: str) -> dict[str, Any]:
 
 
 def check_parameters(parameters: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """`parameters` with those named like a configuration setting checked (and normalised) by its definition."""
-    checked = dict(parameters)
+    """`parameters`, after checking those named like a configuration setting by its definition (values are passed
+    on as written: papermill writes lists, not tuples, into a notebook)."""
     for name, value in parameters.items():
         if name in CONFIG_PARAMETERS:
             try:
-                checked[name] = CONFIG_PARAMETERS[name].check(value)
+                CONFIG_PARAMETERS[name].check(value)
             except ConfigError as err:
                 raise ReproduceError(f"{source}: parameter {name}: {err}") from err
-    return checked
+    return dict(parameters)
 
 
 def _notebook_spec(entry: Any, source: str) -> NotebookSpec:
@@ -155,7 +155,7 @@ def load_profile(profile: str | os.PathLike) -> Profile:
             raise ReproduceError(f"profile {profile!r} is neither one of {list(PROFILES)} nor a YAML file")
         text, source, name = path.read_text(), str(path), path.stem
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=yaml_loader())  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ReproduceError(f"{source} is not valid YAML: {err}") from err
     return parse_profile(data, name, source)

@@ -289,7 +289,8 @@ _YAML12_FLOAT = re.compile(
 
 
 @functools.cache
-def _yaml_loader() -> type:
+def yaml_loader() -> type:
+    """yaml's SafeLoader reading numbers as YAML 1.2 does; for config files and profiles alike."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -307,7 +308,7 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        data = yaml.load(path.read_text(), Loader=_yaml_loader())  # a SafeLoader subclass
+        data = yaml.load(path.read_text(), Loader=yaml_loader())  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML/JSON: {' '.join(str(err).split())}") from err
     if not isinstance(data, dict):

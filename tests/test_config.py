@@ -19,7 +19,7 @@ from anomalyclip.cli import build_parser, main
 from anomalyclip.config import AnomalyCLIPConfig, PromptConfig, TrainConfig, VisionConfig
 from anomalyclip.engine.cli import config_from_args
 from anomalyclip.errors import ConfigError
-from anomalyclip.reproduce import ReproduceError, parse_profile
+from anomalyclip.reproduce import ReproduceError, load_profile, parse_profile
 from anomalyclip.settings import (
     Settings,
     add_flags,
@@ -186,6 +186,11 @@ def test_profile_parameters_are_checked_as_configuration() -> None:
     with pytest.raises(ReproduceError, match=r"p.yaml: 06: parameter image_size: vision.image_size = -1"):
         parse_profile({"parameters": base, "notebooks": [{"name": "06", "parameters": {"image_size": -1}}]}, "p",
                       "p.yaml")  # fmt: skip
+
+
+def test_profiles_read_numbers_as_config_files_do(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("parameters: {backbone: tiny, lr: 1e-3}\nnotebooks: [a]\n")
+    assert load_profile(tmp_path / "mine.yaml").parameters["lr"] == 1e-3
 
 
 def test_notebook_parameters_that_are_settings_have_valid_defaults() -> None:
