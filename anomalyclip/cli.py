@@ -11,14 +11,15 @@ from anomalyclip.errors import AnomalyCLIPError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from anomalyclip import conformance, reproduce
+    """Every subcommand and its flags; the modules that do the work (torch, open_clip, pandas) load when one runs."""
+    from anomalyclip import conformance_cli, reproduce
     from anomalyclip.data import cli as data_cli
     from anomalyclip.engine import cli as engine_cli
 
     parser = argparse.ArgumentParser(prog="anomalyclip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    conformance.register(subparsers)
+    conformance_cli.register(subparsers)
     data_cli.register(subparsers)
     engine_cli.register(subparsers)
     reproduce.register(subparsers)

@@ -9,83 +9,100 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from anomalyclip.errors import ConfigError
+from anomalyclip.settings import Settings, from_mapping, read_file, setting
 
 DpamMode = Literal["vv", "qq", "kk"]
 
 
 @dataclass
-class PromptConfig:
+class PromptConfig(Settings):
     """The object-agnostic prompt learner: `[V1..VE] object.` and `[W1..WE] damaged object.`."""
 
-    n_ctx: int = 12
-    depth: int = 9
-    t_n_ctx: int = 4
-    object_word: str = "object"
-    object_aware: bool = False
-    """Ablation: put each image's category name where `object_word` stands (per-sample prompts)."""
-    state_word: str = "damaged"
-    normal_word: str = ""
-    """A state word for the normal prompt (empty in AnomalyCLIP; "normal" for the CoOp baseline)."""
-    shared_context: bool = False
-    deep_tokens: bool = True
-    fp16_deep_tokens: bool = True
-    """The official code casts the deep tokens with `.half()`; keep it to match its numbers bit for bit."""
+    section: ClassVar[str] = "prompt"
+
+    n_ctx: int = setting(12, "learnable context vectors E per prompt", ge=1, cli=True)
+    depth: int = setting(9, "text blocks that get learnable deep tokens (the first keeps the prompt)", ge=1, cli=True)
+    t_n_ctx: int = setting(4, "length of the deep text tokens (at most n_ctx)", ge=1, cli=True)
+    object_word: str = setting("object", "the word after the context vectors", nonempty=True)
+    object_aware: bool = setting(False, "put each image's category name where object_word stands (ablation)")
+    state_word: str = setting("damaged", "the anomaly state word of the abnormal prompt", nonempty=True, cli=True)
+    normal_word: str = setting("", 'a state word for the normal prompt (empty in AnomalyCLIP; "normal" for CoOp)')
+    shared_context: bool = setting(False, "one set of context vectors for both prompts (ablation)")
+    deep_tokens: bool = setting(True, "learnable tokens in the text encoder's blocks 2..depth")
+    fp16_deep_tokens: bool = setting(True, "cast deep tokens with .half() as the official code does (bit-exact)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.deep_tokens and self.t_n_ctx > self.n_ctx:
+            raise ConfigError(
+                f"prompt.t_n_ctx = {self.t_n_ctx}: expected at most prompt.n_ctx ({self.n_ctx}); the deep tokens "
+                "cannot exceed the prompt length"
+            )
 
 
 @dataclass
-class VisionConfig:
+class VisionConfig(Settings):
     """Which blocks feed the local maps, where DPAM runs, and the input size."""
 
-    image_size: int = 518
-    features_list: tuple[int, ...] = (24,)
-    dpam_blocks: int = 19
-    """How many trailing blocks get the DPAM path (19 = blocks 6-24 of 24, the official `DPAM_layer=20`); 0 = off."""
-    dpam_mode: DpamMode = "vv"
-    global_ln_post: bool = False
-    """The official global embedding skips `ln_post` (official issue #14); True applies it as CLIP does."""
+    section: ClassVar[str] = "vision"
+
+    image_size: int = setting(518, "input size in pixels (a multiple of the patch size)", ge=1, cli=True)
+    features_list: tuple[int, ...] = setting((24,), "1-indexed blocks whose patch tokens give the local maps", ge=1,
+                                             nonempty=True, cli=True)  # fmt: skip
+    dpam_blocks: int = setting(19, "trailing blocks with the DPAM path (19 = blocks 6-24 of 24); 0 = off", ge=0,
+                               cli=True)  # fmt: skip
+    dpam_mode: DpamMode = setting("vv", "the DPAM attention: V-V (the paper), Q-Q or K-K", cli=True)
+    global_ln_post: bool = setting(False, "apply ln_post to the global embedding as CLIP does (official: skipped)")
 
 
 @dataclass
-class HeadConfig:
+class HeadConfig(Settings):
     """Similarity head: temperature and the smoothing of the summed maps."""
 
-    temperature: float = 0.07
-    sigma: float = 4.0
+    section: ClassVar[str] = "head"
+
+    temperature: float = setting(0.07, "softmax temperature of the text-image similarities", gt=0)
+    sigma: float = setting(4.0, "Gaussian smoothing of the anomaly maps in pixels (0 = none)", ge=0, cli=True)
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Settings):
     """Glocal loss: cross-entropy on the global logits plus lambda x (focal + two dice terms) per layer."""
 
-    lambda_local: float = 4.0
-    focal_gamma: float = 2.0
-    focal_smooth: float = 1e-5
-    dice_smooth: float = 1.0
-    use_global: bool = True
-    use_focal: bool = True
-    use_dice: bool = True
+    section: ClassVar[str] = "loss"
+
+    lambda_local: float = setting(4.0, "weight of the local (focal + dice) loss", ge=0, cli=True)
+    focal_gamma: float = setting(2.0, "focal loss exponent", ge=0)
+    focal_smooth: float = setting(1e-5, "focal loss label smoothing", ge=0, lt=1)
+    dice_smooth: float = setting(1.0, "dice loss smoothing term", ge=0)
+    use_global: bool = setting(True, "the global cross-entropy term")
+    use_focal: bool = setting(True, "the focal term of the local loss")
+    use_dice: bool = setting(True, "the dice terms of the local loss")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """The optimiser and schedule of the official train.py."""
 
-    epochs: int = 15
-    batch_size: int = 8
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    seed: int = 111
+    section: ClassVar[str] = "train"
+
+    epochs: int = setting(15, "training epochs (0 keeps the initial prompts)", ge=0, cli=True)
+    batch_size: int = setting(8, "training batch size", ge=1, cli=True)
+    lr: float = setting(1e-3, "Adam learning rate", gt=0, cli=True)
+    betas: tuple[float, float] = setting((0.5, 0.999), "Adam betas", ge=0, lt=1)
+    seed: int = setting(111, "seed of the prompt initialisation and the epoch order", ge=0, cli=True)
 
 
 @dataclass
-class AnomalyCLIPConfig:
+class AnomalyCLIPConfig(Settings):
     """Everything that defines a model run; saved inside every checkpoint the project writes."""
 
-    backbone: str = "ViT-L-14-336"
-    pretrained: str | None = "openai"
+    backbone: str = setting("ViT-L-14-336", "open_clip model name, 'tiny', or a CLIP weights file", nonempty=True)
+    pretrained: str | None = setting("openai", "open_clip pretrained tag or weights file; null for random weights")
     prompt: PromptConfig = field(default_factory=PromptConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -97,38 +114,18 @@ class AnomalyCLIPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnomalyCLIPConfig:
-        """Build from a (possibly partial) nested dict; unknown keys are an error, not ignored."""
-        sections = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in sections:
-                raise ConfigError(f"unknown configuration key {key!r}; expected one of {sorted(sections)}")
-            section_type = _SECTION_TYPES.get(key)
-            kwargs[key] = _build_section(section_type, key, value) if section_type else value
-        return cls(**kwargs)
+        """Build from a (possibly partial) nested dict; unknown keys are an error, not ignored; lists become tuples."""
+        return from_mapping(cls, data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> AnomalyCLIPConfig:
+        """Build from a YAML or JSON file holding a (partial) nested mapping; errors name the file."""
+        try:
+            return cls.from_dict(read_file(path))
+        except ConfigError as err:
+            message = str(err)
+            raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from err
 
     def replace(self, **sections: Any) -> AnomalyCLIPConfig:
         """A copy with whole sections or top-level fields replaced."""
         return dataclasses.replace(self, **sections)
-
-
-_SECTION_TYPES: dict[str, type] = {
-    "prompt": PromptConfig,
-    "vision": VisionConfig,
-    "head": HeadConfig,
-    "loss": LossConfig,
-    "train": TrainConfig,
-}
-
-
-def _build_section(section_type: type, name: str, value: Any) -> Any:
-    if isinstance(value, section_type):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"configuration section {name!r} must be a mapping, got {type(value).__name__}")
-    known = {f.name: f for f in dataclasses.fields(section_type)}
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in configuration section {name!r}; expected {sorted(known)}")
-    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-    return section_type(**coerced)

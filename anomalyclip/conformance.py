@@ -7,7 +7,6 @@ bundle, so bundles with other seeds, sizes and settings are checked the same way
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable
@@ -234,17 +233,6 @@ def _load_expected(path: Path) -> dict[str, np.ndarray]:
         raise BundleError(f"{path} does not exist; a conformance bundle needs the official outputs in expected.npz")
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """`anomalyclip conformance BUNDLE_DIR [--json]`."""
-    parser = subparsers.add_parser("conformance", help="compare this package with the official outputs of a bundle")
-    parser.add_argument("bundle", type=Path, help="folder with config.json, expected.npz, inputs/ and weights")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.add_argument("--device", default="cpu")
-    parser.set_defaults(func=_main)
-
-
 BUNDLE_REFERENCES = {
     "zqhang/AnomalyCLIP": "anomalyclip",
     "WinClipModel": "winclip",
@@ -278,14 +266,3 @@ def check_bundle(bundle: str | Path, device: str = "cpu") -> ConformanceReport:
 
         return check_vand_bundle(bundle, device)
     return run_conformance(bundle, device)
-
-
-def _main(args: argparse.Namespace) -> int:
-    report = check_bundle(args.bundle, device=args.device)
-    if args.json:
-        print(json.dumps(report.to_dict()))
-    else:
-        for c in report.checks:
-            print(f"{c.name:32s} max_abs={c.max_abs:.3e} tol={c.tol:.1e} {'ok' if c.ok else 'FAIL'}")
-        print(f"{sum(c.ok for c in report.checks)} passed, {sum(not c.ok for c in report.checks)} failed")
-    return 0 if report.passed else 1

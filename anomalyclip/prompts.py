@@ -50,8 +50,6 @@ class PromptLearner(nn.Module):
     def __init__(self, text_encoder: TextEncoder, config: PromptConfig, seed: int | None = None):
         """Vectors are drawn from N(0, 0.02) as in the official code; `seed` makes them reproducible."""
         super().__init__()
-        if config.n_ctx < config.t_n_ctx and config.deep_tokens:
-            raise ConfigError(f"t_n_ctx ({config.t_n_ctx}) cannot exceed the prompt length n_ctx ({config.n_ctx})")
         if config.deep_tokens and not 1 <= config.depth <= len(text_encoder.blocks):
             raise ConfigError(f"depth must be in 1..{len(text_encoder.blocks)} (text blocks), got {config.depth}")
         self.config = config

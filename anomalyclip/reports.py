@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.locations import checkout_root
 from anomalyclip.paper import DATASET_NAMES, METHODS, METRICS, paper_table
 
 MANIFEST_PACKAGES = (
@@ -291,8 +292,11 @@ def package_versions(names: Sequence[str] = MANIFEST_PACKAGES) -> dict[str, str 
 
 
 def git_state(repo: str | Path | None = None) -> dict[str, Any]:
-    """Commit and whether the work tree has changes, for the checkout holding this package; None when not in git."""
-    repo = Path(repo) if repo is not None else Path(__file__).resolve().parents[1]
+    """Commit and whether the work tree has changes, for the checkout holding this package; None for both when it
+    is not in git or runs from an installed copy (whatever repository might enclose site-packages is not ours)."""
+    repo = Path(repo) if repo is not None else checkout_root()
+    if repo is None:
+        return {"commit": None, "dirty": None}
 
     def git(*args: str) -> str | None:
         try:

@@ -2,9 +2,13 @@
 
 A profile is a small YAML mapping: shared `parameters` (must name the `backbone`) and a list of `notebooks`, each a
 name from `notebooks/` with its own `parameters`. `smoke` and `paper` ship with the package; any other file works the
-same. Each notebook gets the shared parameters, then its own, then `out_dir`, `data_root`, `weights` and `device`
-from the command line; paths are made absolute. `data_root: auto` means `../shared/datasets` beside the checkout (or
-`$ANOMALYCLIP_SHARED/datasets`) when it exists, else none.
+same. Parameters named like a configuration setting (`image_size`, `epochs`, `seed`, ...) are checked as the
+configuration checks them. Each notebook gets the shared parameters, then its own, then `out_dir`, `data_root`,
+`weights` and `device` from the command line; paths are made absolute. `data_root: auto` means
+`$ANOMALYCLIP_SHARED/datasets` (or `../shared/datasets` beside a checkout) when it exists, else none.
+
+The notebooks are the checkout's `notebooks/` or, after `pip install`, the copy inside the package; a run of some
+notebooks adds to the folder's manifest and keeps what it says about the others still there.
 """
 
 from __future__ import annotations
@@ -20,25 +24,29 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from anomalyclip.errors import AnomalyCLIPError
-from anomalyclip.reports import write_manifest
+from anomalyclip.config import AnomalyCLIPConfig
+from anomalyclip.errors import AnomalyCLIPError, ConfigError
+from anomalyclip.locations import notebooks_dir as default_notebooks_dir
+from anomalyclip.locations import shared_dir
+from anomalyclip.settings import leaves, yaml_loader
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "paper")
 """Profiles shipped as package data in `anomalyclip/profiles/`."""
 KERNEL_NAME = "python3"
 PATH_PARAMETERS = ("out_dir", "data_root", "weights", "dataset_dir", "checkpoint", "checkpoint_for_mvtec")
 AUTO = "auto"
 REPORT_FOLDERS = ("notebooks", "tables", "figures")
+CONFIG_PARAMETERS = {leaf.name: leaf for leaf in leaves(AnomalyCLIPConfig)}
+"""Notebook parameters that are configuration settings, by name: profiles are checked against their definitions."""
 
 
 class ReproduceError(AnomalyCLIPError):
@@ -94,11 +102,24 @@ def _mapping(value: Any, what: str, source: str) -> dict[str, Any]:
     return dict(value)
 
 
+def check_parameters(parameters: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`parameters`, after checking those named like a configuration setting by its definition (values are passed
+    on as written: papermill writes lists, not tuples, into a notebook)."""
+    for name, value in parameters.items():
+        if name in CONFIG_PARAMETERS:
+            try:
+                CONFIG_PARAMETERS[name].check(value)
+            except ConfigError as err:
+                raise ReproduceError(f"{source}: parameter {name}: {err}") from err
+    return dict(parameters)
+
+
 def _notebook_spec(entry: Any, source: str) -> NotebookSpec:
     if isinstance(entry, str):
         return NotebookSpec(entry)
     if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and set(entry) <= {"name", "parameters"}:
-        return NotebookSpec(entry["name"], _mapping(entry.get("parameters"), f"parameters of {entry['name']}", source))
+        parameters = _mapping(entry.get("parameters"), f"parameters of {entry['name']}", source)
+        return NotebookSpec(entry["name"], check_parameters(parameters, f"{source}: {entry['name']}"))
     raise ReproduceError(f"{source}: each notebook must be a name or {{name: ..., parameters: {{...}}}}, got {entry!r}")
 
 
@@ -109,7 +130,7 @@ def parse_profile(data: Any, name: str, source: str) -> Profile:
     unknown = sorted(set(data) - {"description", "parameters", "notebooks"})
     if unknown:
         raise ReproduceError(f"{source}: unknown key(s) {unknown}; expected description, parameters, notebooks")
-    parameters = _mapping(data.get("parameters"), "parameters", source)
+    parameters = check_parameters(_mapping(data.get("parameters"), "parameters", source), source)
     if not isinstance(parameters.get("backbone"), str):
         raise ReproduceError(f"{source}: parameters must name the 'backbone' (e.g. tiny or ViT-L-14-336)")
     entries = data.get("notebooks")
@@ -134,7 +155,7 @@ def load_profile(profile: str | os.PathLike) -> Profile:
             raise ReproduceError(f"profile {profile!r} is neither one of {list(PROFILES)} nor a YAML file")
         text, source, name = path.read_text(), str(path), path.stem
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=yaml_loader())  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ReproduceError(f"{source} is not valid YAML: {err}") from err
     return parse_profile(data, name, source)
@@ -157,9 +178,9 @@ def select_notebooks(profile: Profile, selection: Sequence[str] | None) -> tuple
 
 
 def shared_datasets_dir() -> Path | None:
-    """The read-only dataset bundle beside the checkout ($ANOMALYCLIP_SHARED/datasets), if present."""
-    shared = Path(os.environ.get("ANOMALYCLIP_SHARED", REPO_ROOT.parent / "shared"))
-    return shared / "datasets" if (shared / "datasets").is_dir() else None
+    """The read-only dataset bundle ($ANOMALYCLIP_SHARED/datasets, or beside the checkout), if present."""
+    shared = shared_dir()
+    return shared / "datasets" if shared is not None and (shared / "datasets").is_dir() else None
 
 
 def _resolve_paths(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -187,13 +208,14 @@ def plan(
     *,
     overrides: Mapping[str, Any] | None = None,
     notebooks: Sequence[str] | None = None,
-    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+    notebooks_dir: str | os.PathLike | None = None,
 ) -> list[PlannedRun]:
     """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters.
 
     A notebook receives only the parameters its `parameters` cell declares; a profile parameter that no selected
     notebook declares is an error (a misspelt name would otherwise be ignored).
     """
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir is not None else default_notebooks_dir()
     selected = select_notebooks(profile, notebooks)
     declared = {nb.name: _declared_names(Path(notebooks_dir) / f"{nb.name}.ipynb") for nb in profile.notebooks}
     _check_declared(profile, declared)
@@ -203,7 +225,7 @@ def plan(
         names = declared[nb.name]
         if names is not None:
             parameters = {k: v for k, v in parameters.items() if k in names}
-        runs.append(PlannedRun(nb.name, Path(notebooks_dir) / f"{nb.name}.ipynb",
+        runs.append(PlannedRun(nb.name, notebooks_dir / f"{nb.name}.ipynb",
                                Path(out_dir) / "notebooks" / f"{nb.name}.ipynb", parameters))  # fmt: skip
     return runs
 
@@ -294,6 +316,24 @@ def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
         ) from err
 
 
+def earlier_runs(out_dir: Path, profile: Profile) -> dict[str, dict[str, Any]]:
+    """What `out_dir`'s manifest says about each of the profile's notebooks whose executed copy is still there:
+    its `parameters`, `wall_time_s` and `run` (status, finish time, backbone, pretrained, device, honesty banner)."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    wall_times = manifest.get("notebooks_wall_time_s", {})
+    parameters = manifest.get("parameters", {}).get("notebooks", {})
+    runs = manifest.get("extra", {}).get("notebooks", {})
+    kept = [nb.name for nb in profile.notebooks if (out_dir / "notebooks" / f"{nb.name}.ipynb").is_file()]
+    return {
+        name: {"parameters": parameters.get(name, {}), "wall_time_s": wall_times[name], "run": runs.get(name, {})}
+        for name in kept
+        if name in wall_times
+    }
+
+
 def reproduce(
     profile: str | os.PathLike | Profile = "smoke",
     out: str | os.PathLike = "reports",
@@ -302,11 +342,15 @@ def reproduce(
     weights: str | os.PathLike | None = None,
     device: str | None = None,
     notebooks: Sequence[str] | None = None,
-    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+    notebooks_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Run a profile's notebooks into `out`/<profile>/ and return its manifest; a failing notebook stops the job
-    (the manifest then records what ran and the failure)."""
+    (the manifest then records what ran and the failure). The manifest keeps its entries for notebooks not run
+    this time whose executed copies are still in the folder."""
+    from anomalyclip.reports import honesty_banner, write_manifest
+
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
+    notebooks_dir = Path(notebooks_dir).resolve() if notebooks_dir is not None else default_notebooks_dir()
     out_dir = Path(out).resolve() / profile.name
     overrides = {"data_root": data_root, "weights": weights, "device": device}
     for key, path in (("--data-root", data_root), ("--weights", weights)):
@@ -316,9 +360,12 @@ def reproduce(
     missing = [str(r.input) for r in runs if not r.input.is_file()]
     if missing:
         raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
+    earlier = earlier_runs(out_dir, profile)
     for folder in REPORT_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     shared = merged_parameters(profile, {**overrides, "out_dir": out_dir})
+    backbone, pretrained = shared["backbone"], shared.get("weights") or shared.get("pretrained")
+    device_name = str(shared.get("device", "cpu"))
     wall_time: dict[str, float] = {}
     failure: NotebookFailedError | None = None
     with python_kernel() as kernel:
@@ -326,26 +373,41 @@ def reproduce(
             log.info("running %s -> %s", run.input, run.output)
             start = time.perf_counter()
             try:
-                _execute(run, kernel, Path(notebooks_dir).resolve())
+                _execute(run, kernel, notebooks_dir)
             except NotebookFailedError as err:
                 failure = err
             wall_time[run.name] = time.perf_counter() - start
+            earlier[run.name] = {
+                "parameters": run.parameters,
+                "wall_time_s": wall_time[run.name],
+                "run": {
+                    "status": "failed" if failure else "ok",
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "backbone": backbone,
+                    "pretrained": pretrained,
+                    "device": device_name,
+                    "honesty_banner": honesty_banner(backbone, pretrained),
+                },
+            }
             if failure:
                 break
             log.info("%s done in %.1f s", run.name, wall_time[run.name])
+    recorded = {nb.name: earlier[nb.name] for nb in profile.notebooks if nb.name in earlier}
     manifest = write_manifest(
         out_dir,
-        parameters={"shared": shared, "notebooks": {r.name: r.parameters for r in runs}},
-        notebooks_wall_time=wall_time,
-        backbone=shared["backbone"],
-        pretrained=shared.get("weights") or shared.get("pretrained"),
-        device=str(shared.get("device", "cpu")),
+        parameters={"shared": shared, "notebooks": {name: e["parameters"] for name, e in recorded.items()}},
+        notebooks_wall_time={name: e["wall_time_s"] or 0.0 for name, e in recorded.items()},
+        backbone=backbone,
+        pretrained=pretrained,
+        device=device_name,
         extra={
             "profile": profile.name,
             "profile_source": profile.source,
-            "notebooks_dir": str(Path(notebooks_dir).resolve()),
+            "notebooks_dir": str(notebooks_dir),
+            "ran": list(wall_time),
             "status": "failed" if failure else "ok",
             "failure": str(failure) if failure else None,
+            "notebooks": {name: e["run"] for name, e in recorded.items()},
         },
     )
     if failure:
@@ -371,7 +433,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: the profile's)")
     parser.add_argument("--notebooks", help="comma-separated notebook names or numbers, e.g. 01,03 (default: all)")
     parser.add_argument(
-        "--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=f"folder of the notebooks (default: {NOTEBOOKS_DIR})"
+        "--notebooks-dir",
+        type=Path,
+        help="folder of the notebooks (default: the checkout's notebooks/, else the copy installed with the package)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would run, with parameters, and stop")
     parser.set_defaults(func=_main)
@@ -397,8 +461,8 @@ def _main(args: argparse.Namespace) -> int:
         notebooks=selection,
         notebooks_dir=args.notebooks_dir,
     )
-    times = json.loads(manifest.read_text())["notebooks_wall_time_s"]
-    for name, seconds in times.items():
-        print(f"{name:32s} {seconds:8.1f} s")
+    written = json.loads(manifest.read_text())
+    for name, seconds in written["notebooks_wall_time_s"].items():
+        print(f"{name:32s} {seconds:8.1f} s{'' if name in written['extra']['ran'] else '  (earlier run)'}")
     print(f"reports in {manifest.parent}, manifest {manifest}")
     return 0

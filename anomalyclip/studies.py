@@ -23,6 +23,7 @@ from anomalyclip.backbone import load_backbone
 from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
 from anomalyclip.data import Record, load_records
 from anomalyclip.data.adapters.registry import resolve
+from anomalyclip.data.specs import ALIASES, PAPER_DATASETS, STAND_INS, name_key
 from anomalyclip.data.synth import SYNTH_CATEGORIES, ensure_synthetic_dataset
 from anomalyclip.engine.evaluation import evaluate
 from anomalyclip.engine.inference import score_categories
@@ -182,30 +183,21 @@ def diagonal_prominence(weights: torch.Tensor) -> float:
     return float(patches.diagonal().mean() * weights.shape[-1])
 
 
-DATASET_FOLDERS = {
-    "mvtec_ad": "mvtec", "mvtec": "mvtec", "mvtec_anomaly_detection": "mvtec", "visa": "visa", "mpdd": "mpdd",
-    "btad": "btad", "kolektorsdd": "sdd", "sdd": "sdd", "dagm": "dagm", "dtd": "dtd", "dtd_synthetic": "dtd",
-    "headct": "headct", "brainmri": "brainmri", "br35h": "br35h", "covid": "covid", "covid19": "covid",
-    "isic": "isic", "isic2016": "isic", "isic2017": "isic", "ham10000": "isic", "cvc_colondb": "colondb",
-    "colondb": "colondb", "cvc_clinicdb": "clinicdb", "clinicdb": "clinicdb", "kvasir_seg": "kvasir",
-    "kvasir": "kvasir", "endotect": "endo", "endo": "endo", "tn3k": "tn3k", "hazelnut_toy": "generic",
-}  # fmt: skip
-"""Folder names users give their downloads, mapped to the data layer's dataset names."""
-
-STAND_INS = {"ham10000", "hazelnut_toy"}
-"""Folders read with a paper dataset's loader that are not that dataset: never compared with the paper."""
+DATASET_FOLDERS = ALIASES | STAND_INS
+"""Folder names users give their downloads (in `name_key` form: lower case, letters and digits) -> the data layer's
+dataset names: each dataset's name, paper name and aliases, and the stand-ins (`data.specs`)."""
 
 
 def paper_dataset(folder: str, name: str) -> str | None:
     """The paper's dataset that `folder` (loaded as `name`) is, or None for a stand-in or a user's own data."""
-    return None if folder.lower() in STAND_INS or name in ("generic", "meta_json") else name
+    return None if name_key(folder) in STAND_INS or name not in PAPER_DATASETS else name
 
 
 def discover_datasets(root: str | Path) -> dict[str, str]:
     """Folder -> dataset name for every folder of `root` that a known name or layout identifies, sorted."""
     found = {}
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        name = DATASET_FOLDERS.get(folder.name.lower())
+        name = DATASET_FOLDERS.get(name_key(folder.name))
         if name is None:
             try:
                 name = resolve(folder)[0].name

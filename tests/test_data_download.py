@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from anomalyclip.data import download
-from anomalyclip.data.download import DATASET_SOURCES, Archive, DatasetSource, download_dataset, get_source
+from anomalyclip.data.download import DATASET_SOURCES, download_dataset, get_source
+from anomalyclip.data.specs import Archive, DatasetSpec
 from anomalyclip.errors import DataError
 
 PAPER_DATASETS = {
@@ -122,17 +123,17 @@ TOY_MEMBERS = {
 }
 
 
-def _register(monkeypatch: pytest.MonkeyPatch, filename: str, data: bytes | None, **extra: object) -> DatasetSource:
+def _register(
+    monkeypatch: pytest.MonkeyPatch, filename: str, data: bytes | None, more: tuple[Archive, ...] = ()
+) -> DatasetSpec:
     """Add a 'toy' dataset whose archive is `filename` with sha256 of `data` (None: hash unknown)."""
-    source = DatasetSource(
+    sha256 = hashlib.sha256(data).hexdigest() if data is not None else None
+    source = DatasetSpec(
         name="toy",
         title="Toy AD",
-        url=f"https://example.invalid/files/{filename}",
-        filename=filename,
-        sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
+        archives=(Archive(f"https://example.invalid/files/{filename}", filename, sha256), *more),
         licence="CC0 toy licence",
         homepage="https://example.invalid/toy",
-        **extra,
     )
     monkeypatch.setitem(DATASET_SOURCES, "toy", source)
     return source
@@ -233,7 +234,7 @@ def test_checksum_mismatch_names_file_and_hashes_and_keeps_the_part(
         download_dataset("toy", tmp_path, base_url=base_url, progress=False)
 
     message = str(caught.value)
-    assert "toy.zip" in message and source.sha256 in message and actual in message
+    assert "toy.zip" in message and source.archives[0].sha256 in message and actual in message
     part = tmp_path / "toy" / "toy.zip.part"
     assert str(part) in message and part.read_bytes() == files.content["toy.zip"]
     assert not (tmp_path / "toy" / "toy.zip").exists()
@@ -243,7 +244,7 @@ def test_real_entries_check_their_hash(server: tuple[str, Files], tmp_path: Path
     """A mirror serving the wrong BTAD archive is caught by the registered checksum."""
     base_url, files = server
     files.content["btad.zip"] = _zip({"01/train/ok/0000.bmp": b"fake"})
-    with pytest.raises(DataError, match=DATASET_SOURCES["btad"].sha256):
+    with pytest.raises(DataError, match=DATASET_SOURCES["btad"].archives[0].sha256):
         download_dataset("BTAD", tmp_path, base_url=base_url, progress=False)
 
 
@@ -323,7 +324,7 @@ def test_every_paper_dataset_has_a_source() -> None:
             assert "{target}" in source.instructions, name
         else:
             assert all(a.url.startswith("https://") and a.filename for a in source.archives), name
-        assert source.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", source.sha256), name
+        assert all(a.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", a.sha256) for a in source.archives), name
     automatic = {name for name, source in DATASET_SOURCES.items() if source.url}
     assert {"mvtec", "visa", "btad", "sdd", "kvasir", "isic"} <= automatic
 

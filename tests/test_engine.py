@@ -201,4 +201,6 @@ def test_cli_configuration_errors_are_one_line(synth, tmp_path, capsys):
     status = main(["train", "--data-root", str(synth), "--backbone", "tiny", "--n-ctx", "2", "--t-n-ctx", "4",
                    "--out", str(tmp_path), "--no-progress"])  # fmt: skip
     err = capsys.readouterr().err
-    assert status == 2 and "t_n_ctx (4) cannot exceed the prompt length n_ctx (2)" in err and "Traceback" not in err
+    assert status == 2 and "prompt.t_n_ctx = 4: expected at most prompt.n_ctx (2)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+

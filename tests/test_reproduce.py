@@ -231,3 +231,62 @@ def test_python_kernel_falls_back_when_python3_runs_another_interpreter(
     assert os.environ["JUPYTER_PATH"] == str(tmp_path)
     with rp.python_kernel() as name:
         assert rp._runs_this_python(name)  # the temporary spec is one the next check accepts as is
+
+
+def test_a_subset_run_adds_to_the_manifest_without_forgetting_earlier_outputs(workspace: Path) -> None:
+    reports, out = workspace / "reports", workspace / "reports" / "mine"
+    options = {"notebooks_dir": workspace / "notebooks"}
+    rp.reproduce(workspace / "mine.yaml", reports, notebooks=["01", "02"], **options)
+    first = json.loads((out / "manifest.json").read_text())
+    rp.reproduce(workspace / "mine.yaml", reports, notebooks=["02"], device="cpu:0", **options)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["notebooks_wall_time_s"]) == ["01_first", "02_second"] and manifest["extra"]["ran"] == [
+        "02_second"
+    ]
+    runs = manifest["extra"]["notebooks"]
+    assert runs["01_first"] == first["extra"]["notebooks"]["01_first"] and runs["01_first"]["device"] == "cpu"
+    assert runs["02_second"]["device"] == "cpu:0" and runs["02_second"]["status"] == "ok"
+    assert manifest["parameters"]["notebooks"]["01_first"]["greeting"] == "hello"
+    assert manifest["notebooks_wall_time_s"]["01_first"] == first["notebooks_wall_time_s"]["01_first"]
+    assert manifest["total_wall_time_s"] == pytest.approx(sum(manifest["notebooks_wall_time_s"].values()), abs=0.01)
+    (out / "notebooks" / "01_first.ipynb").unlink()
+    rp.reproduce(workspace / "mine.yaml", reports, notebooks=["02"], **options)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["extra"]["notebooks"]) == ["02_second"], "an output no longer in the folder is not described"
+
+
+@pytest.mark.slow
+def test_reproduce_runs_from_an_installed_package(tmp_path: Path) -> None:
+    """Build the wheel from a copy of the sources, install it alone and plan the shipped profile from elsewhere."""
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints")
+    for name in ("anomalyclip", "notebooks"):
+        shutil.copytree(repo / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(repo / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist")],
+                   check=True, capture_output=True)  # fmt: skip
+    wheel = next((tmp_path / "dist").glob("anomalyclip-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True,
+                   capture_output=True)  # fmt: skip
+    code = (
+        "import anomalyclip, json; from anomalyclip import locations, reports; from anomalyclip.cli import main; "
+        "print(json.dumps([anomalyclip.__file__, str(locations.checkout_root()), reports.git_state()])); "
+        "main(['reproduce', '--dry-run', '--out', 'elsewhere'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("ANOMALYCLIP_SHARED", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    first, *plan_lines = done.stdout.splitlines()
+    module, checkout, git = json.loads(first)
+    assert module.startswith(str(site)) and checkout == "None" and git == {"commit": None, "dirty": None}
+    inputs = [line.split(": ", 1)[1].split(" -> ")[0] for line in plan_lines if not line.startswith(" ")]
+    assert len(inputs) == len(SIX) and all(p.startswith(str(site / "anomalyclip" / "notebooks")) for p in inputs)
+    assert "MISSING" not in done.stdout and str(tmp_path / "elsewhere" / "smoke" / "notebooks") in done.stdout

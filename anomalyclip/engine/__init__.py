@@ -1,10 +1,33 @@
-"""Training, evaluation and prediction at full speed, shared by the Python API, the CLI and the notebooks."""
+"""Training, evaluation and prediction at full speed, shared by the Python API, the CLI and the notebooks.
 
-from anomalyclip.engine.evaluation import EvaluationResult, evaluate
-from anomalyclip.engine.features import FeatureCache
-from anomalyclip.engine.loading import load_model
-from anomalyclip.engine.prediction import Prediction, Thresholds, predict, thresholds_from_normals
-from anomalyclip.engine.training import TrainResult, load_history, train
+Names load on first use, so that `anomalyclip.engine.cli` (the command line) does not pull in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anomalyclip.engine.evaluation import EvaluationResult, evaluate
+    from anomalyclip.engine.features import FeatureCache
+    from anomalyclip.engine.loading import load_model
+    from anomalyclip.engine.prediction import Prediction, Thresholds, predict, thresholds_from_normals
+    from anomalyclip.engine.training import TrainResult, load_history, train
+
+_HOMES = {
+    "EvaluationResult": "evaluation",
+    "evaluate": "evaluation",
+    "FeatureCache": "features",
+    "load_model": "loading",
+    "Prediction": "prediction",
+    "Thresholds": "prediction",
+    "predict": "prediction",
+    "thresholds_from_normals": "prediction",
+    "TrainResult": "training",
+    "load_history": "training",
+    "train": "training",
+}
 
 __all__ = [
     "EvaluationResult",
@@ -19,3 +42,9 @@ __all__ = [
     "thresholds_from_normals",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

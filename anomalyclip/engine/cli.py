@@ -6,34 +6,18 @@ import argparse
 import json
 import logging
 from pathlib import Path
-
-import torch
-import yaml
+from typing import TYPE_CHECKING
 
 from anomalyclip.config import AnomalyCLIPConfig
-from anomalyclip.data import DATASETS, load_records
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
-from anomalyclip.errors import AnomalyCLIPError, ConfigError
+from anomalyclip.data.specs import DATASET_SPECS
+from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.settings import add_flags, merge, overrides_from_args
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
-
-_OVERRIDES = {
-    # flag dest: (section, field)
-    "image_size": ("vision", "image_size"),
-    "features_list": ("vision", "features_list"),
-    "dpam_blocks": ("vision", "dpam_blocks"),
-    "dpam_mode": ("vision", "dpam_mode"),
-    "n_ctx": ("prompt", "n_ctx"),
-    "depth": ("prompt", "depth"),
-    "t_n_ctx": ("prompt", "t_n_ctx"),
-    "state_word": ("prompt", "state_word"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "lr": ("train", "lr"),
-    "seed": ("train", "seed"),
-    "lambda_local": ("loss", "lambda_local"),
-    "sigma": ("head", "sigma"),
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,14 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _learning_methods() -> list[str]:
-    from anomalyclip.methods.registry import METHODS
+    from anomalyclip.methods.catalog import METHODS
 
     return [name for name, info in METHODS.items() if info.learns]
 
 
 def _method_args(parser: argparse.ArgumentParser) -> None:
-    from anomalyclip.engine.inference import PRECISIONS
-    from anomalyclip.methods.registry import METHODS
+    from anomalyclip.methods.catalog import METHODS, PRECISIONS
 
     parser.add_argument("--method", default="anomalyclip", choices=list(METHODS), help="which detector scores")
     parser.add_argument("--checkpoint", type=Path,
@@ -99,7 +82,7 @@ def _method_args(parser: argparse.ArgumentParser) -> None:
 
 def _data_args(parser: argparse.ArgumentParser, split_default: str) -> None:
     parser.add_argument("--data-root", type=Path, required=True, help="dataset folder as downloaded")
-    parser.add_argument("--dataset", default="auto", choices=["auto", *DATASETS])
+    parser.add_argument("--dataset", default="auto", choices=["auto", *DATASET_SPECS])
     parser.add_argument("--split", default=split_default)
     parser.add_argument("--categories", nargs="+")
     parser.add_argument("--mask-threshold", type=int, default=DEFAULT_MASK_THRESHOLD)
@@ -115,33 +98,15 @@ def _backbone_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and one flag per configuration setting marked `cli=True` in anomalyclip/config.py."""
     parser.add_argument("--config", type=Path, help="YAML/JSON file with a (partial) AnomalyCLIPConfig")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--features-list", type=int, nargs="+")
-    parser.add_argument("--dpam-blocks", type=int, help="trailing blocks with the DPAM path (0 = off)")
-    parser.add_argument("--dpam-mode", choices=["vv", "qq", "kk"])
-    parser.add_argument("--n-ctx", type=int)
-    parser.add_argument("--depth", type=int)
-    parser.add_argument("--t-n-ctx", type=int)
-    parser.add_argument("--state-word")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--lambda-local", type=float)
-    parser.add_argument("--sigma", type=float)
+    add_flags(parser.add_argument_group("configuration (override --config)"), AnomalyCLIPConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> AnomalyCLIPConfig:
     """The default recipe, then a --config file, then individual flags, then the backbone choice."""
-    data = {}
-    if getattr(args, "config", None):
-        data = _read_config_file(args.config)
-    for dest, (section, key) in _OVERRIDES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            data.setdefault(section, {})[key] = tuple(value) if isinstance(value, list) else value
-    config = AnomalyCLIPConfig.from_dict(data)
+    data = AnomalyCLIPConfig.from_file(args.config).to_dict() if getattr(args, "config", None) else {}
+    config = AnomalyCLIPConfig.from_dict(merge(data, overrides_from_args(args, AnomalyCLIPConfig)))
     backbone, pretrained = backbone_choice(args)
     if backbone is not None or pretrained is not None:
         config = config.replace(backbone=backbone or config.backbone, pretrained=pretrained)
@@ -160,6 +125,8 @@ def backbone_choice(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -168,23 +135,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _read_config_file(path: Path) -> dict:
-    if not path.is_file():
-        raise AnomalyCLIPError(f"configuration file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise AnomalyCLIPError(f"{path} is not valid YAML/JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise AnomalyCLIPError(f"{path} must hold a mapping of configuration sections, got {type(data).__name__}")
-    try:
-        AnomalyCLIPConfig.from_dict(data)
-    except (TypeError, ConfigError) as err:
-        raise ConfigError(f"{path}: {err}") from err
-    return data
-
-
 def _records(args: argparse.Namespace):
+    from anomalyclip.data.adapters.registry import load_records
+
     return load_records(args.data_root, args.dataset, args.split, args.categories, mask_threshold=args.mask_threshold)
 
 
@@ -193,9 +146,12 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from anomalyclip.methods import build_detector
 
     config = config_from_args(args)
+
     records = _records(args)
     detector = build_detector(args.method, config=config, device=resolve_device(args.device))
     try:
@@ -211,6 +167,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _detector(args: argparse.Namespace):
     """The chosen method on the chosen device, with its checkpoint, backbone and image size from the flags."""
+    from anomalyclip.errors import ConfigError
     from anomalyclip.methods import METHODS, build_detector
 
     if METHODS[args.method].learns and args.checkpoint is None:
@@ -221,18 +178,23 @@ def _detector(args: argparse.Namespace):
 
 
 def _test(args: argparse.Namespace) -> int:
+    import torch
+
     from anomalyclip.engine.evaluation import evaluate, official_log_table
 
     detector = _detector(args)
     records = _records(args)
     references = None
     if args.shots:
+        from anomalyclip.data.adapters.registry import load_records
+
         train = load_records(args.data_root, args.dataset, args.reference_split, args.categories,
                              mask_threshold=args.mask_threshold)  # fmt: skip
         references = {}
         for record in train:
             references.setdefault(record.category, []).append(record)
-    pixel_level = DATASETS[args.dataset].pixel_level if args.dataset in DATASETS else any(r.mask for r in records)
+    spec = DATASET_SPECS.get(args.dataset)
+    pixel_level = spec.pixel_level if spec is not None else any(r.mask for r in records)
     try:
         result = evaluate(detector, records, references=references, batch_size=args.batch_size,
                           num_workers=args.num_workers, precision=args.precision, pixel_level=pixel_level,

@@ -22,9 +22,9 @@ from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.errors import ConfigError, DataError
 from anomalyclip.head import gaussian_blur
 from anomalyclip.methods.base import Detector
+from anomalyclip.methods.catalog import PRECISIONS
 
 Precision = Literal["fp32", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @dataclass

@@ -1,8 +1,29 @@
-"""The methods of the paper's tables behind one detector contract (`Detector`), built by name (`build_detector`)."""
+"""The methods of the paper's tables behind one detector contract (`Detector`), built by name (`build_detector`).
 
-from anomalyclip.methods.base import Detector, DetectorOutput
-from anomalyclip.methods.prompted import PromptedDetector
-from anomalyclip.methods.registry import METHODS, MethodInfo, as_detector, build_detector, checkpoint_method
+Names load on first use, so that the command line can list the methods (`catalog`) without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from anomalyclip.methods.base import Detector, DetectorOutput
+    from anomalyclip.methods.catalog import METHODS, MethodInfo
+    from anomalyclip.methods.prompted import PromptedDetector
+    from anomalyclip.methods.registry import as_detector, build_detector, checkpoint_method
+
+_HOMES = {
+    "Detector": "base",
+    "DetectorOutput": "base",
+    "METHODS": "catalog",
+    "MethodInfo": "catalog",
+    "PromptedDetector": "prompted",
+    "as_detector": "registry",
+    "build_detector": "registry",
+    "checkpoint_method": "registry",
+}
 
 __all__ = [
     "METHODS",
@@ -14,3 +35,9 @@ __all__ = [
     "build_detector",
     "checkpoint_method",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +13,12 @@ import torch
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.methods.base import Detector
+from anomalyclip.methods.catalog import METHODS, MethodInfo, check_method
 from anomalyclip.methods.prompted import PROMPTED, PromptedDetector, method_config
 from anomalyclip.methods.vand import VAND, VANDConfig
 from anomalyclip.methods.vand import checkpoint_config as vand_checkpoint_config
 from anomalyclip.methods.winclip import WinCLIP, WinCLIPConfig
 from anomalyclip.model import AnomalyCLIP
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """One column of the paper's Tables 1-2."""
-
-    title: str
-    learns: bool
-    few_shot: bool
-    reference: str
-
-
-METHODS: dict[str, MethodInfo] = {
-    "clip": MethodInfo("CLIP", False, False, "plain CLIP with two prompts (official AnomalyCLIP issue #25)"),
-    "clip_ac": MethodInfo("CLIP-AC", False, False, "plain CLIP with the state x template prompt ensemble"),
-    "winclip": MethodInfo("WinCLIP", False, True, "anomalib 2.7.0 WinClipModel"),
-    "vand": MethodInfo("VAND", True, True, "APRIL-GAN, ByChelsea/VAND-APRIL-GAN @ f13b8a6"),
-    "coop": MethodInfo("CoOp", True, False, "learned context before state word and class name (paper rebuttal)"),
-    "anomalyclip": MethodInfo("AnomalyCLIP", True, False, "zqhang/AnomalyCLIP @ 45ed4dd"),
-}
-"""Method name -> description, in the order of the paper's tables."""
-
-
-def check_method(method: str) -> str:
-    """`method` if known, else a ConfigError naming the choices."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    return method
 
 
 def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:

@@ -1,207 +1,26 @@
-"""The 17 datasets of the paper plus a generic folder: which layouts each accepts, and one loader for all."""
+"""Which dataset and layout a folder is, and one loader for all (the datasets themselves are in `data.specs`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from anomalyclip.data.adapters.layouts import (
-    Layout,
-    class_folders_layout,
-    dagm_layout,
-    headct_layout,
-    meta_json_layout,
-    mvtec_layout,
-    paired_layout,
-    visa_layout,
-)
-from anomalyclip.data.adapters.sdd import kolektor_layout
+from anomalyclip.data.adapters.layouts import Layout
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.data.records import MISSING_MASK, Listing, Problem, Record
+from anomalyclip.data.specs import DATASET_SPECS, DatasetSpec
 from anomalyclip.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 
-# fmt: off
-MVTEC_CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw",
-    "tile", "toothbrush", "transistor", "wood", "zipper",
-)
-VISA_CATEGORIES = (
-    "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
-    "pcb4", "pipe_fryum",
-)
-DTD_CATEGORIES = (
-    "Woven_001", "Woven_127", "Woven_104", "Stratified_154", "Blotchy_099", "Woven_068", "Woven_125",
-    "Marbled_078", "Perforated_037", "Mesh_114", "Fibrous_183", "Matted_069",
-)
-# fmt: on
+DatasetInfo = DatasetSpec
+"""The registry's entries are the dataset specifications themselves (`anomalyclip.data.specs`)."""
 
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A dataset: paper name, whether it has pixel masks, its download layouts and prepared ones it accepts.
-
-    `auto` looks at `native` layouts only, so a shared fallback (MVTec-like, meta.json) names no dataset.
-    """
-
-    name: str
-    title: str
-    domain: str
-    pixel_level: bool
-    native: tuple[Layout, ...]
-    fallbacks: tuple[Layout, ...] = ()
-    categories: tuple[str, ...] = ()
-
-    @property
-    def layouts(self) -> tuple[Layout, ...]:
-        return self.native + self.fallbacks
-
-
-def _info(name, title, domain, pixel_level, native, categories=(), fallbacks=()) -> DatasetInfo:
-    """Every dataset also accepts the official meta.json; some accept an MVTec-like prepared copy."""
-    return DatasetInfo(
-        name, title, domain, pixel_level, tuple(native), (*fallbacks, meta_json_layout()), tuple(categories)
-    )
-
-
-_POLYP = ("colon", "polyp")
-DATASETS: dict[str, DatasetInfo] = {
-    d.name: d
-    for d in (
-        _info(
-            "mvtec",
-            "MVTec AD",
-            "industrial",
-            True,
-            [mvtec_layout()],
-            MVTEC_CATEGORIES,
-        ),
-        _info(
-            "visa",
-            "VisA",
-            "industrial",
-            True,
-            [visa_layout()],
-            VISA_CATEGORIES,
-        ),
-        _info(
-            "mpdd",
-            "MPDD",
-            "industrial",
-            True,
-            [mvtec_layout()],
-            ["bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes"],
-        ),
-        _info("btad", "BTAD", "industrial", True, [mvtec_layout("ok")], ["01", "02", "03"]),
-        _info(
-            "sdd",
-            "SDD (KolektorSDD, thirds)",
-            "industrial",
-            True,
-            [kolektor_layout()],
-            fallbacks=[mvtec_layout()],
-        ),
-        _info("dagm", "DAGM 2007", "industrial", True, [dagm_layout()], [f"Class{i}" for i in range(1, 11)]),
-        _info(
-            "dtd",
-            "DTD-Synthetic",
-            "industrial",
-            True,
-            [mvtec_layout()],
-            DTD_CATEGORIES,
-        ),
-        _info("headct", "HeadCT", "medical", False, [headct_layout()], ["brain"], [mvtec_layout()]),
-        _info(
-            "brainmri",
-            "BrainMRI",
-            "medical",
-            False,
-            [class_folders_layout("no", ["yes"], "brain", "brain_tumor_dataset")],
-            ["brain"],
-            [class_folders_layout("no", ["yes"], "brain")],
-        ),
-        _info("br35h", "Br35H", "medical", False, [class_folders_layout("no", ["yes"], "brain")], ["brain"]),
-        _info(
-            "covid",
-            "COVID-19 Radiography",
-            "medical",
-            False,
-            [class_folders_layout("normal", ["covid"], "chest")],
-        ),
-        _info(
-            "isic",
-            "ISIC 2016 (skin lesions)",
-            "medical",
-            True,
-            [
-                paired_layout(
-                    image_dir,
-                    mask_dir,
-                    "skin",
-                    "lesion",
-                    ("{stem}_Segmentation", "{stem}_segmentation"),
-                    "<name>_segmentation.png",
-                )
-                for image_dir, mask_dir in (
-                    ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth"),
-                    ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth"),
-                    ("images", "masks"),
-                )
-            ]
-            + [paired_layout("test_images", "test_masks", "skin", "lesion")],
-            ["skin"],
-        ),
-        _info(
-            "clinicdb",
-            "CVC-ClinicDB",
-            "medical",
-            True,
-            [
-                paired_layout(i, m, *_POLYP)
-                for i, m in (
-                    ("images", "masks"),
-                    ("Original", "Ground Truth"),
-                    ("TIF/Original", "TIF/Ground Truth"),
-                    ("PNG/Original", "PNG/Ground Truth"),
-                )
-            ],
-            ["colon"],
-        ),
-        _info(
-            "colondb",
-            "CVC-ColonDB",
-            "medical",
-            True,
-            [paired_layout(".", ".", *_POLYP, ("p{stem}",), "p<name>.tiff")],
-            ["colon"],
-            [paired_layout("images", "masks", *_POLYP)],
-        ),
-        _info("kvasir", "Kvasir-SEG", "medical", True, [paired_layout("images", "masks", *_POLYP)], ["colon"]),
-        _info(
-            "endo",
-            "EndoTect 2020 (Endo)",
-            "medical",
-            True,
-            [paired_layout("images", "masks", *_POLYP)],
-            ["colon"],
-        ),
-        _info(
-            "tn3k",
-            "TN3K (thyroid nodules)",
-            "medical",
-            True,
-            [paired_layout("test-image", "test-mask", "thyroid", "nodule")],
-            ["thyroid"],
-        ),
-        _info("generic", "your own MVTec-like folder", "any", True, [mvtec_layout()]),
-        DatasetInfo("meta_json", "official meta.json", "any", False, (meta_json_layout(),)),
-    )
-}
+DATASETS: dict[str, DatasetSpec] = DATASET_SPECS
+"""Every dataset by name: the paper's 17, `generic` (your own MVTec-like folder) and `meta_json`."""
 
 AUTO_ORDER = (
     "visa",
@@ -227,7 +46,7 @@ def _layouts_tried(candidates: Sequence[tuple[str, Layout]]) -> str:
     return "; ".join(f"{name}: {layout.name} ({layout.expects})" for name, layout in candidates)
 
 
-def resolve(root: str | Path, dataset: str = "auto") -> tuple[DatasetInfo, Layout]:
+def resolve(root: str | Path, dataset: str = "auto") -> tuple[DatasetSpec, Layout]:
     """The dataset and layout of `root`, or a DataError naming every layout tried and what each expected."""
     root = Path(root)
     if not root.is_dir():
@@ -246,7 +65,7 @@ def resolve(root: str | Path, dataset: str = "auto") -> tuple[DatasetInfo, Layou
 
 def list_dataset(
     root: str | Path, dataset: str = "auto", mask_threshold: int = DEFAULT_MASK_THRESHOLD
-) -> tuple[DatasetInfo, Layout, Listing]:
+) -> tuple[DatasetSpec, Layout, Listing]:
     """Walk `root` with its layout: every record found and every structural problem, nothing dropped."""
     info, layout = resolve(root, dataset)
     listing = layout.walk(Path(root), mask_threshold)
