@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.files import output_dir
 from anomalyclip.reports import write_manifest
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,7 @@ def reproduce(
     missing = [str(r.input) for r in runs if not r.input.is_file()]
     if missing:
         raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
+    output_dir(out_dir)
     for folder in REPORT_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
     shared = merged_parameters(profile, {**overrides, "out_dir": out_dir})

@@ -14,6 +14,7 @@ from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.data import DATASETS, load_records
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
+from anomalyclip.files import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--cache-dtype", choices=["fp16", "fp32"], default="fp32")
     train.add_argument("--cache-dir", type=Path, help="folder of the disk cache (default OUT/feature_cache)")
     train.add_argument("--resume", action="store_true", help="continue after the last epoch_N.pt in --out")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="with --resume: continue with changed settings (recorded in OUT/changes.json)")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="replace a previous training run in --out")
     train.set_defaults(func=_train)
 
     test = subparsers.add_parser("test", help="zero-shot evaluation with the paper's metrics, per category")
@@ -71,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--normal", type=Path, nargs="+", help="known-normal images: derive both thresholds")
     predict.add_argument("--quantile", type=float, default=1.0, help="quantile of normal scores (default: max)")
     predict.add_argument("--image-size", type=int, help="input size (default: the checkpoint's, official 518)")
+    predict.add_argument("--skip-bad", action="store_true", help="leave out unreadable images, listing them")
     predict.set_defaults(func=_predict)
 
 
@@ -81,11 +86,13 @@ def _data_args(parser: argparse.ArgumentParser, split_default: str) -> None:
     parser.add_argument("--categories", nargs="+")
     parser.add_argument("--mask-threshold", type=int, default=DEFAULT_MASK_THRESHOLD)
     parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--skip-bad", action="store_true", help="leave out records with problems (missing masks …)")
 
 
 def _backbone_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="open_clip model name, 'tiny', or a weights file (default ViT-L-14-336)")
-    parser.add_argument("--pretrained", help="open_clip tag (openai) or a weights file for --backbone")
+    parser.add_argument("--pretrained", help="open_clip tag (default: openai where the model has it), a weights "
+                        "file for --backbone, or 'none' for random weights")  # fmt: skip
     parser.add_argument("--weights", type=Path, help="a local CLIP weights file (OpenAI JIT/state dict, open_clip)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -162,7 +169,17 @@ def _read_config_file(path: Path) -> dict:
 
 
 def _records(args: argparse.Namespace):
-    return load_records(args.data_root, args.dataset, args.split, args.categories, mask_threshold=args.mask_threshold)
+    return load_records(args.data_root, args.dataset, args.split, args.categories, mask_threshold=args.mask_threshold,
+                        skip_bad=args.skip_bad)  # fmt: skip
+
+
+def _warn_if_tiny(config: AnomalyCLIPConfig) -> None:
+    """The random-weights banner for `tiny` (the backbone loader logs it for an explicit `--pretrained none`)."""
+    from anomalyclip.backbone import TINY
+    from anomalyclip.reports import honesty_banner
+
+    if config.backbone == TINY:
+        log.warning("%s", honesty_banner(config.backbone, config.pretrained))
 
 
 def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
@@ -170,16 +187,20 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from anomalyclip.engine.training import train
+    from anomalyclip.engine.training import check_recipe, train
     from anomalyclip.model import AnomalyCLIP
 
     config = config_from_args(args)
+    check_recipe(config.train)
+    output_dir(args.out)
     records = _records(args)
+    _warn_if_tiny(config)
     model = AnomalyCLIP.from_config(config, device=resolve_device(args.device))
     try:
         result = train(model, records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
-                       cache_dir=args.cache_dir, resume=args.resume, num_workers=args.num_workers,
-                       mask_threshold=args.mask_threshold, progress=not args.no_progress)  # fmt: skip
+                       cache_dir=args.cache_dir, resume=args.resume, allow_changes=args.allow_changes,
+                       overwrite=args.overwrite, num_workers=args.num_workers, mask_threshold=args.mask_threshold,
+                       progress=not args.no_progress)  # fmt: skip
     except torch.cuda.OutOfMemoryError as err:
         raise _out_of_memory(config.train.batch_size) from err
     print(f"trained {result.epochs} epochs on {len(records)} images: cache {result.cache_seconds:.1f} s, "
@@ -192,13 +213,18 @@ def _load_for_inference(args: argparse.Namespace):
     from anomalyclip.engine.loading import load_model
 
     backbone, pretrained = backbone_choice(args)
-    return load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, image_size=args.image_size,
-                      device=resolve_device(args.device))  # fmt: skip
+    model = load_model(args.checkpoint, backbone=backbone, pretrained=pretrained, image_size=args.image_size,
+                       device=resolve_device(args.device))  # fmt: skip
+    _warn_if_tiny(model.config)
+    return model
 
 
 def _test(args: argparse.Namespace) -> int:
     from anomalyclip.engine.evaluation import evaluate, official_log_table
+    from anomalyclip.engine.features import check_batch_size
 
+    check_batch_size(args.batch_size)
+    output_dir(args.out)
     model = _load_for_inference(args)
     records = _records(args)
     pixel_level = DATASETS[args.dataset].pixel_level if args.dataset in DATASETS else any(r.mask for r in records)
@@ -215,19 +241,21 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from anomalyclip.engine.features import check_batch_size
     from anomalyclip.engine.prediction import Thresholds, predict, thresholds_from_normals
 
+    given = args.threshold is not None or args.pixel_threshold is not None
+    if args.normal and given:
+        raise ConfigError("--normal derives both thresholds; give either --normal or --threshold/--pixel-threshold")
+    thresholds = Thresholds(args.threshold, args.pixel_threshold) if given else None
+    check_batch_size(args.batch_size)
+    output_dir(args.out)
     model = _load_for_inference(args)
-    thresholds = None
     if args.normal:
         thresholds = thresholds_from_normals(model, args.normal, args.quantile, args.batch_size)
         log.info("thresholds from normal images: image %.4f, pixel %.4f", thresholds.image, thresholds.pixel)
-    elif args.threshold is not None or args.pixel_threshold is not None:
-        inf = float("inf")
-        thresholds = Thresholds(image=inf if args.threshold is None else args.threshold,
-                                pixel=inf if args.pixel_threshold is None else args.pixel_threshold)  # fmt: skip
     predictions = predict(model, args.images, args.out, thresholds=thresholds, batch_size=args.batch_size,
-                          progress=not args.no_progress)  # fmt: skip
+                          skip_bad=args.skip_bad, progress=not args.no_progress)  # fmt: skip
     for p in predictions:
         flag = "" if p.anomalous is None else ("  ANOMALOUS" if p.anomalous else "  normal")
         print(f"{p.score:.4f}  {p.image}{flag}")

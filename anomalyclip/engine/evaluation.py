@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from anomalyclip.data import AnomalyDataset, Record, make_loader
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
-from anomalyclip.engine.features import device_autocast
+from anomalyclip.engine.features import check_batch_size, device_autocast
 from anomalyclip.engine.visualize import heatmap_figure
+from anomalyclip.files import output_dir
 from anomalyclip.metrics import PAPER_METRICS, CategoryAccumulator, MetricTable, summarize
 from anomalyclip.model import AnomalyCLIP
 
@@ -59,6 +60,9 @@ def evaluate(
     hand-made CLIP prompts of each class). `figures` > 0 saves that many heat-map figures per category (image,
     mask, map overlay) under `out_dir`.
     """
+    check_batch_size(batch_size)
+    if out_dir is not None:
+        output_dir(out_dir)
     model.eval()
     start = time.perf_counter()
     if text_features is None and not model.config.prompt.object_aware:
@@ -83,7 +87,7 @@ def evaluate(
             masks = batch["mask"][:, 0].numpy() > 0.5
             accumulator.update(masks, maps, batch["label"].numpy(), output.image_scores.float().cpu().numpy())
             if out_dir is not None and saved < figures:
-                saved += _save_figures(Path(out_dir) / "figures" / category, batch, maps, figures - saved)
+                saved += _save_figures(Path(out_dir) / "figures" / category, batch, maps, figures - saved, saved)
         per_category[category] = accumulator.compute(metrics)
     table = summarize(per_category)
     seconds = time.perf_counter() - start
@@ -145,12 +149,16 @@ def _json_float(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def _save_figures(folder: Path, batch: dict, maps: np.ndarray, limit: int) -> int:
-    """Image | mask | overlay panels for the first `limit` images of a batch."""
+def _save_figures(folder: Path, batch: dict, maps: np.ndarray, limit: int, first: int) -> int:
+    """Image | mask | overlay panels for the first `limit` images of a batch, numbered on from `first`.
+
+    Names carry the number, the defect folder and the file stem (MVTec repeats `000.png` in every defect folder).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     count = min(limit, len(maps))
     for i in range(count):
         name = Path(batch["path"][i]).name
         figure = heatmap_figure(batch["image"][i], batch["mask"][i, 0].numpy(), maps[i], title=name)
-        figure.savefig(folder / f"{Path(name).stem}_{i}.png", dpi=80)
+        defect = str(batch["defect"][i]).replace("/", "_")
+        figure.savefig(folder / f"{first + i:03d}_{defect}_{Path(name).stem}.png", dpi=80)
     return count
