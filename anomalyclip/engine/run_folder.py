@@ -50,7 +50,7 @@ def claim_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> It
                     f"{folder} holds a previous training run ({_names([p.name for p in previous])}); pass --resume to "
                     "continue it, --overwrite to replace it, or choose another --out"
                 )
-            log.warning("--overwrite: deleting the previous run in %s (%s)", folder, _names([p.name for p in previous]))
+            log.info("overwrite: deleting the previous run in %s (%s)", folder, _names([p.name for p in previous]))
             for path in previous:
                 path.unlink()
         yield folder
