@@ -3,6 +3,8 @@ traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import require_shared, tiny_model
 
@@ -54,7 +56,7 @@ def test_inference_values(synth, checkpoint, tmp_path, capsys):
     one_line_error(capsys, [*test, "--batch-size", "0", "--out", tmp_path / "t"], "--batch-size", "0")
 
 
-def test_an_output_that_is_a_file(synth, checkpoint, a_file, capsys):
+def test_an_output_that_is_a_file_or_not_writable(synth, checkpoint, a_file, tmp_path, capsys, monkeypatch):
     image = synth / "disc" / "test" / "crack" / "000.png"
     data = ["--data-root", synth, "--categories", "disc", "--backbone", "tiny", "--no-progress"]
     for argv in (
@@ -65,6 +67,14 @@ def test_an_output_that_is_a_file(synth, checkpoint, a_file, capsys):
     ):
         one_line_error(capsys, [*argv, "--out", a_file], "--out", str(a_file), "a file is in the way")
         one_line_error(capsys, [*argv, "--out", a_file / "sub"], f"({a_file} is a file)")
+    read_only = tmp_path / "read_only"
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "touch", denied)  # a folder the user may not write to (the tests may run as root)
+    for argv in (["train", *data], ["predict", image, "--checkpoint", checkpoint, "--backbone", "tiny"]):
+        one_line_error(capsys, [*argv, "--out", read_only], f"--out {read_only} is not writable (Permission denied)")
 
 
 @pytest.mark.slow
