@@ -11,6 +11,9 @@ from typing import BinaryIO
 
 from anomalyclip.errors import OutputError
 
+PROBE_PREFIX = ".write-test-"
+"""The file `output_dir` creates and deletes at once to prove a folder writable."""
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Let `write` fill a temporary file beside `path`, then rename it over `path`: a crash never leaves half a file.
@@ -46,7 +49,7 @@ def output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise OutputError(f"{flag} {path}{where}: a file is in the way; expected a folder to write into")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{secrets.token_hex(4)}"
+        probe = path / f"{PROBE_PREFIX}{secrets.token_hex(4)}"
         probe.touch()
         probe.unlink()
     except OSError as err:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from anomalyclip.errors import OutputError
+from anomalyclip.files import PROBE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def claim_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> It
     folder = Path(folder)
     _lock(folder / LOCK_NAME)
     try:
-        entries = sorted(p for p in folder.iterdir() if p.name != LOCK_NAME)
+        entries = sorted(p for p in folder.iterdir() if p.name != LOCK_NAME and not p.name.startswith(PROBE_PREFIX))
         foreign = [p.name for p in entries if not is_run_file(p)]
         if foreign:
             raise OutputError(
