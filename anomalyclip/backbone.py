@@ -1,7 +1,8 @@
 """Frozen CLIP backbones from open_clip: hub names, local weight files, or the built-in random `tiny` CLIP.
 
-AnomalyCLIP uses OpenAI's ViT-L/14@336 with QuickGELU. Offline, a hub name fails at once with a message that says how
-to pass a local file instead; nothing here retries a download.
+AnomalyCLIP uses OpenAI's ViT-L/14@336 with QuickGELU. A hub name without a tag means its default pretrained weights
+(`openai` where open_clip has them); random weights come only from `tiny` or an explicit `pretrained="none"`. Offline,
+a hub name fails at once with a message that says how to pass a local file instead; nothing here retries a download.
 """
 
 from __future__ import annotations
@@ -34,20 +35,23 @@ _OPENAI_KEYS = (
     "text_projection",
     "ln_final.weight",
 )
+RANDOM_WEIGHTS = ("none", "random")
+"""`pretrained` values that ask for an open_clip architecture with random weights (never what a bare name means)."""
 
 
 def load_backbone(
     name: str = "ViT-L-14-336",
-    pretrained: str | os.PathLike | None = "openai",
+    pretrained: str | os.PathLike | None = None,
     *,
     device: str | torch.device = "cpu",
     seed: int = TINY_SEED,
 ) -> CLIP:
     """A frozen fp32 CLIP in eval mode.
 
-    `name` is an open_clip model name, `tiny`, an open_clip model config file (`*.json`, with `pretrained` its
-    weights file), or a path to a weights file (then `pretrained` is ignored).
-    `pretrained` is an open_clip tag (`openai`) or a local file for the architecture `name`.
+    `name` is an open_clip model name, `tiny` / `tiny-winclip`, an open_clip model config file (`*.json`, with
+    `pretrained` its weights file), or a path to a weights file (then `pretrained` is ignored).
+    `pretrained` is an open_clip tag, a local file for the architecture `name`, None for the name's default tag
+    (see `default_tag`), or "none" for random weights.
     """
     if name in TINY_NAMES:
         model = tiny_clip(seed, windows=name == TINY_WINDOWS)
@@ -55,7 +59,7 @@ def load_backbone(
         model = clip_from_model_config(Path(name), pretrained)
     elif _is_file_like(name):
         model = clip_from_file(Path(name))
-    elif pretrained is not None and _is_file_like(str(pretrained)):
+    elif pretrained and str(pretrained).lower() not in RANDOM_WEIGHTS and _is_file_like(str(pretrained)):
         model = _open_clip_with_file(name, Path(pretrained))
     else:
         model = _open_clip_from_hub(name, pretrained)
@@ -181,12 +185,26 @@ def _needs_quick_gelu(name: str, tag: str | os.PathLike | None) -> bool:
     return str(tag) == "openai" and not name.endswith("quickgelu")
 
 
+def default_tag(name: str) -> str:
+    """The pretrained tag a bare open_clip name stands for: `openai` where open_clip has it, else its first tag."""
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    if not tags:
+        raise BackboneError(
+            f"open_clip has no pretrained weights for {name!r}; pass a weights file with --pretrained FILE, "
+            "or --pretrained none to train on random weights"
+        )
+    return "openai" if "openai" in tags else tags[0]
+
+
 def _open_clip_from_hub(name: str, tag: str | os.PathLike | None) -> CLIP:
     if name not in open_clip.list_models():
         raise BackboneError(f"unknown backbone {name!r}: expected 'tiny', a weights file, or an open_clip model name")
-    if tag is None:
-        log.warning("backbone %s has random weights (no pretrained tag or file)", name)
+    if tag and str(tag).lower() in RANDOM_WEIGHTS:
+        from anomalyclip.reports import honesty_banner  # pandas and matplotlib: only when it is needed
+
+        log.warning("%s", honesty_banner(name, str(tag)))
         return open_clip.create_model(name)
+    tag = tag or default_tag(name)
     offline_hint = (
         f"could not load pretrained weights {name!r}/{tag!r}: {{err}}. This machine may be offline: download the "
         "weights elsewhere and pass the file, e.g. `--weights ViT-L-14-336px.pt` (OpenAI JIT archive) or "

@@ -1,10 +1,15 @@
 """Prompt checkpoints: the official `{"prompt_learner": state_dict}` format and the project's own, which records
-the configuration so that a mismatch fails with both values named."""
+the configuration so that a mismatch fails with both values named.
+
+Both hold only tensors and plain values, so they are read with `torch.load(weights_only=True)`: a downloaded file
+can never run code while it loads.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,7 @@ import torch
 
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import CheckpointError
+from anomalyclip.files import atomic_write
 from anomalyclip.prompts import PromptLearner
 
 FORMAT = "anomalyclip-prompts"
@@ -21,27 +27,24 @@ _PROJECTION_WIDTH = 896
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """torch.save as a whole file (see `files.atomic_write`): a crash never leaves a half-written checkpoint."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict, with a clear error for a missing or unreadable file."""
+    """The raw checkpoint dict, read without running code, with a clear error for a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"refers to {found.group(1)}" if found else "holds objects"
+        raise CheckpointError(
+            f"{path} {what}, not only tensors and plain values, so it was not loaded (loading it could run code); "
+            "expected a prompt checkpoint written by `anomalyclip train` or an official epoch_15.pth"
+        ) from err
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
     if not isinstance(obj, dict) or "prompt_learner" not in obj:

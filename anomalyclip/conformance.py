@@ -47,21 +47,28 @@ class Check:
     max_abs: float
     tol: float
     ok: bool
+    note: str = ""
 
 
 @dataclass
 class ConformanceReport:
-    """All checks of one bundle."""
+    """All checks of one bundle, and the arrays this checker compares that the bundle does not hold.
+
+    Every array of `expected.npz` is compared; one this checker does not know is a failed check naming it.
+    """
 
     bundle: str
     checks: list[Check] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """Arrays the checker compares for this bundle's settings that `expected.npz` lacks (reported, not compared)."""
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "bundle": self.bundle, "checks": [asdict(c) for c in self.checks]}
+        checks = [asdict(c) for c in self.checks]
+        return {"passed": self.passed, "bundle": self.bundle, "checks": checks, "missing": self.missing}
 
 
 class BundleError(AnomalyCLIPError):
@@ -100,11 +107,15 @@ def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceRepor
     config, raw = bundle_config(bundle)
     expected = _load_expected(bundle / "expected.npz")
     report = ConformanceReport(bundle=str(bundle))
+    compared: set[str] = set()
 
     def check(name: str, actual: Any, tol: float, where: np.ndarray | None = None, key: str | None = None) -> None:
         """Compare with `expected[key or name]`, over the elements selected by `where` (all by default)."""
         key = key or name
+        compared.add(key)
         if key not in expected:
+            if key not in report.missing:
+                report.missing.append(key)
             return
         want = np.asarray(expected[key], dtype=np.float64)
         got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
@@ -145,6 +156,9 @@ def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceRepor
 
     _check_training_step(model, features, labels, masks, size, check, expected)
     _check_metrics(output, masks, labels, check)
+    for key in sorted(set(expected) - compared):
+        note = "unknown array: expected.npz holds it but this checker does not compare it"
+        report.checks.append(Check(key, math.nan, math.nan, False, note))
     return report
 
 
@@ -231,8 +245,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _load_expected(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BundleError(f"{path} does not exist; a conformance bundle needs the official outputs in expected.npz")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:  # zipfile, pickle and format errors arrive as many types; all mean "not an npz"
+        message = f"{path} is not a readable .npz archive ({err}); copy the bundle's expected.npz again"
+        raise BundleError(message) from err
+
+
 BUNDLE_REFERENCES = {
     "zqhang/AnomalyCLIP": "anomalyclip",
     "WinClipModel": "winclip",

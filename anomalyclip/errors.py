@@ -25,5 +25,9 @@ class MetricError(AnomalyCLIPError, ValueError):
     """Inputs to a metric have the wrong shape, values or type."""
 
 
+class OutputError(AnomalyCLIPError):
+    """An output folder that cannot be used: a file in the way, no permission, another run's files or lock."""
+
+
 class ConfigError(AnomalyCLIPError, ValueError):
     """A configuration value out of range or unknown (names the key, the value and what is allowed)."""

@@ -79,6 +79,17 @@ class PromptLearner(nn.Module):
             embedded = text_encoder.embed(tokens)
         return tokens, embedded[:, :1], embedded[:, 1 + self.config.n_ctx :]
 
+    def _word_template(self, text_encoder: TextEncoder, word: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_templates` of one object word, cached, and moved to wherever the model went since it was cached."""
+        device = self.ctx_pos.device
+        cached = self._word_templates.get(word)
+        if cached is None:
+            cached = self._templates(text_encoder, word)
+        if cached[0].device != device:
+            cached = tuple(t.to(device) for t in cached)
+        self._word_templates[word] = cached
+        return cached
+
     def contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (E, W) context vectors of the normal and the abnormal prompt."""
         ctx_neg = self.ctx_pos if self.ctx_neg is None else self.ctx_neg
@@ -101,11 +112,8 @@ class PromptLearner(nn.Module):
         if object_words is None:
             prompts, tokens, deep = self()
             return F.normalize(text_encoder(prompts, tokens, deep), dim=-1)
-        for word in set(object_words) - set(self._word_templates):
-            self._word_templates[word] = self._templates(text_encoder, word)
-        tokens, prefix, suffix = (
-            torch.cat(parts) for parts in zip(*(self._word_templates[w] for w in object_words), strict=True)
-        )
+        templates = [self._word_template(text_encoder, word) for word in object_words]
+        tokens, prefix, suffix = (torch.cat(parts) for parts in zip(*templates, strict=True))
         features = text_encoder(self._assemble(prefix, suffix), tokens, list(self.compound_prompts_text))
         return F.normalize(features, dim=-1).view(len(object_words), 2, -1)
 

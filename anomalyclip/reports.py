@@ -40,8 +40,9 @@ MANIFEST_PACKAGES = (
 )
 TINY_BACKBONE = "tiny"
 """`anomalyclip.backbone.TINY`, the built-in random CLIP (not imported: that would load open_clip for a table)."""
-RANDOM_TAGS = (None, "", "none", "random")
-"""`pretrained` values that leave an open_clip backbone with random weights."""
+RANDOM_TAGS = ("none", "random")
+"""`pretrained` values that leave an open_clip backbone with random weights (`anomalyclip.backbone.RANDOM_WEIGHTS`;
+None means the name's default pretrained tag)."""
 MISSING = "–"
 """How Markdown and LaTeX tables show a missing value, as the paper does."""
 BANNER_ID = "honesty-banner"
@@ -55,7 +56,7 @@ def honesty_banner(backbone: str, pretrained: str | None) -> str | None:
     """The warning a run with random weights puts on every table and figure; None for pretrained weights."""
     if backbone == TINY_BACKBONE:
         return f"RANDOM WEIGHTS ({TINY_BACKBONE}) - numbers say nothing about anomaly-detection quality"
-    if pretrained in RANDOM_TAGS and not Path(backbone).is_file():
+    if pretrained is not None and str(pretrained).lower() in RANDOM_TAGS and not Path(backbone).is_file():
         return (
             f"RANDOM WEIGHTS ({backbone}, no pretrained weights) - numbers say nothing about anomaly-detection quality"
         )

@@ -33,6 +33,7 @@ import yaml
 
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
+from anomalyclip.files import output_dir
 from anomalyclip.locations import notebooks_dir as default_notebooks_dir
 from anomalyclip.locations import shared_dir
 from anomalyclip.settings import leaves, yaml_loader
@@ -360,6 +361,7 @@ def reproduce(
     missing = [str(r.input) for r in runs if not r.input.is_file()]
     if missing:
         raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
+    output_dir(out_dir)
     earlier = earlier_runs(out_dir, profile)
     for folder in REPORT_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)

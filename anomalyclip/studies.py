@@ -119,7 +119,7 @@ def train_and_evaluate(
         start = time.perf_counter()
         cache_dir = Path(workdir) / "cache" / _vision_key(config)
         detector.fit(data.train, Path(workdir) / "runs" / _config_key(config), cache="disk", cache_dir=cache_dir,
-                     num_workers=0, progress=progress)  # fmt: skip
+                     overwrite=True, num_workers=0, progress=progress)  # fmt: skip
         row["train_seconds"] = time.perf_counter() - start
     result = evaluate(detector, data.test, num_workers=0, progress=progress)
     row.update(result.metrics.data.loc["mean"].to_dict())

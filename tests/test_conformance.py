@@ -16,6 +16,7 @@ EXPECTED_GROUPS = ("preprocessed", "masks", "text_features", "image_features", "
                    "metric_pixel_aupro", "metric_image_ap")  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["default", "nodpam"])
 def test_conformance_cli_json_passes(name, capsys):
     bundle = require_shared("conformance", name)
@@ -28,6 +29,7 @@ def test_conformance_cli_json_passes(name, capsys):
     assert all(set(c) >= {"name", "max_abs", "tol", "ok"} for c in report["checks"])
 
 
+@pytest.mark.slow
 def test_every_expected_array_is_checked():
     bundle = require_shared("conformance", "default")
     import numpy as np
@@ -44,6 +46,7 @@ def test_bundle_settings_are_read_from_config():
     assert config.vision.features_list == (6, 12, 18, 24) and config.vision.dpam_blocks == 19
 
 
+@pytest.mark.slow
 def test_a_changed_expectation_fails(tmp_path, capsys):
     """A bundle whose expected output was altered must fail, with the altered check named."""
     import numpy as np
@@ -58,6 +61,31 @@ def test_a_changed_expectation_fails(tmp_path, capsys):
     out = capsys.readouterr().out
     assert status == 1
     assert any(line.startswith("image_scores") and line.endswith("FAIL") for line in out.splitlines())
+
+
+@pytest.mark.slow
+def test_every_array_is_compared_or_reported(tmp_path, capsys):
+    """An array the checker does not know fails by name; one it expects but the bundle lacks is reported."""
+    import numpy as np
+
+    bundle = tmp_path / "edited"
+    shutil.copytree(require_shared("conformance", "nodpam"), bundle)
+    data = dict(np.load(bundle / "expected.npz"))
+    data["mystery_output"] = np.zeros(3)
+    del data["image_scores"]
+    np.savez(bundle / "expected.npz", **data)
+    (bundle / "config.json").write_text((bundle / "config.json").read_text().replace('"../default/', '"' + str(
+        require_shared("conformance", "default")) + "/"))  # fmt: skip
+    status = main(["conformance", str(bundle), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 1 and not report["passed"]
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["mystery_output"] and "unknown array" in failed[0]["note"]
+    assert report["missing"] == ["image_scores"]
+    assert main(["conformance", str(bundle)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("image_scores") and "not in expected.npz" in line for line in lines)
+    assert lines[-1].endswith("1 failed, 1 not in the bundle")
 
 
 def test_missing_bundle_is_a_clear_error(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""`anomalyclip data check`: every planted problem is reported by file name; fail fast, or go on with --skip-bad."""
+"""`anomalyclip data check`: every planted problem is reported by file name in one run, with counts by kind."""
 
 from __future__ import annotations
 
@@ -59,16 +59,18 @@ def test_clean_dataset_passes(clean, capsys):
 
 
 @pytest.mark.parametrize("what", list(PLANTS))
-def test_fail_fast_names_the_file(clean, capsys, what):
+def test_each_problem_is_named_and_counted(clean, capsys, what):
     planted = PLANTS[what](clean)
     code, out, err = run(capsys, "check", clean, "--dataset", "mvtec")
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and what in err and str(planted) in err
+    assert code == 1 and err == ""
+    problems = [line for line in out.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1 and what in problems[0] and str(planted) in problems[0]
+    assert out.rstrip().splitlines()[-1].startswith("1 problems: 1 ")
 
 
-def test_skip_bad_reports_everything_and_lists_skipped(clean, capsys):
+def test_every_problem_is_reported_in_one_run(clean, capsys):
     planted = {what: plant(clean) for what, plant in PLANTS.items()}
-    code, out, _ = run(capsys, "check", clean, "--dataset", "mvtec", "--skip-bad")
+    code, out, _ = run(capsys, "check", clean, "--dataset", "mvtec")
     assert code == 1
     problems = [line for line in out.splitlines() if line.startswith("problem: ")]
     for what, path in planted.items():
@@ -78,20 +80,33 @@ def test_skip_bad_reports_everything_and_lists_skipped(clean, capsys):
     assert {line.strip() for line in skipped[1:4]} == {
         str(planted[k]) for k in ("unreadable or truncated image", "anomalous image has no mask")
     } | {str(clean / "widget" / "test" / "scratch" / "000.png")}
-    assert out.rstrip().endswith("4 problems")
+    summary = out.rstrip().splitlines()[-1]
+    assert summary.startswith("4 problems: ")
+    for kind in ("1 unreadable image", "1 mask size mismatch", "1 missing mask", "1 empty category"):
+        assert kind in summary, summary
+
+
+def test_skip_bad_is_for_the_commands_that_use_the_data(clean, capsys):
+    plant_missing_mask(clean)
+    with pytest.raises(SystemExit):
+        run(capsys, "check", clean, "--skip-bad")
+    code, _, err = run(capsys, "meta-json", clean, "--dataset", "mvtec")
+    assert code == 2 and "anomalous image has no mask" in err
+    code, out, _ = run(capsys, "meta-json", clean, "--dataset", "mvtec", "--skip-bad")
+    assert code == 0 and "wrote 6 records" in out
 
 
 def test_unknown_layout(tmp_path, capsys):
     write_image(tmp_path / "stray.png")
     code, _, err = run(capsys, "check", tmp_path, "--dataset", "mvtec")
     assert code == 2 and "unknown layout" in err and "<category>/ground_truth" in err and "meta.json" in err
-    code, _, err = run(capsys, "check", tmp_path, "--skip-bad")
+    code, _, err = run(capsys, "check", tmp_path)
     assert code == 2 and "tried visa" in err and err.count("\n") == 1
 
 
 def test_orphan_mask_and_category_filter(clean, capsys):
     write_mask(clean / "widget" / "ground_truth" / "scratch" / "009_mask.png")
-    code, out, _ = run(capsys, "check", clean, "--skip-bad", "--split", "test", "--category", "widget")
+    code, out, _ = run(capsys, "check", clean, "--split", "test", "--category", "widget")
     assert code == 1 and "mask without image" in out and "009_mask.png" in out
 
 

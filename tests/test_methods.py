@@ -34,8 +34,8 @@ def config(size: int = SIZE, epochs: int = 1) -> AnomalyCLIPConfig:
 
 
 @pytest.fixture(scope="module")
-def records(synthetic_root):
-    return load_records(synthetic_root, split="test", categories=["disc", "square"])[::3]
+def records(synth):
+    return load_records(synth, split="test", categories=["disc", "square"])[::3]
 
 
 def detector_for(method: str, clip, shots: int = 0):
@@ -51,10 +51,10 @@ def detector_for(method: str, clip, shots: int = 0):
 @pytest.mark.parametrize(
     "method,shots", [(m, 0) for m in PROMPTED] + [("winclip", 0), ("winclip", 2), ("vand", 0), ("vand", 1)]
 )
-def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, synthetic_root, records, method, shots):
-    detector = detector_for(method, tiny_clip, shots)
+def test_loop_gives_exactly_what_the_method_computes_on_its_own(clip, synth, records, method, shots):
+    detector = detector_for(method, clip, shots)
     transform = detector.image_transform()
-    normal = load_records(synthetic_root, split="train", categories=["disc", "square"])
+    normal = load_records(synth, split="train", categories=["disc", "square"])
     references = {c: [r for r in normal if r.category == c] for c in ("disc", "square")}
     seen = 0
     batches = score_categories(detector, records, references=references, batch_size=3, num_workers=0,
@@ -71,22 +71,22 @@ def test_loop_gives_exactly_what_the_method_computes_on_its_own(tiny_clip, synth
     assert seen == len(records)
 
 
-def test_clip_baseline_is_plain_open_clip(tiny_clip, records):
+def test_clip_baseline_is_plain_open_clip(clip, records):
     """At the backbone's native size, `clip` equals open_clip's own encoders: pooled CLS with ln_post, last tokens."""
-    size = tiny_clip.visual.image_size[0]
-    detector = Variant(config(size), "clip").detector(tiny_clip)
+    size = clip.visual.image_size[0]
+    detector = Variant(config(size), "clip").detector(clip)
     images = torch.stack([detector.image_transform()(read_image(r.image)) for r in records[:4]])
     with torch.no_grad():
         ours = detector(images, "disc")
-        tiny_clip.visual.output_tokens = True
+        clip.visual.output_tokens = True
         try:
-            pooled, tokens = tiny_clip.visual(images)
+            pooled, tokens = clip.visual(images)
         finally:
-            tiny_clip.visual.output_tokens = False
+            clip.visual.output_tokens = False
         sentences = ["a photo of a normal disc.", "a photo of an anomalous disc."]
-        text = F.normalize(tiny_clip.encode_text(open_clip.tokenize(sentences)), dim=-1)
+        text = F.normalize(clip.encode_text(open_clip.tokenize(sentences)), dim=-1)
         score = (F.normalize(pooled, dim=-1) @ text.T / 0.07).softmax(-1)[:, 1]
-        patches = F.normalize(tokens @ tiny_clip.visual.proj, dim=-1) @ text.T / 0.07
+        patches = F.normalize(tokens @ clip.visual.proj, dim=-1) @ text.T / 0.07
         grid = size // 14
         probs = patches.softmax(-1).transpose(1, 2).reshape(len(images), 2, grid, grid)
         maps = F.interpolate(probs, size=(size, size), mode="bilinear", align_corners=False)[:, 1]
@@ -94,8 +94,8 @@ def test_clip_baseline_is_plain_open_clip(tiny_clip, records):
     torch.testing.assert_close(ours.anomaly_maps, maps, atol=1e-5, rtol=0)
 
 
-def test_coop_learns_one_context_before_state_and_class_on_plain_clip(tiny_clip):
-    detector = Variant(config(), "coop").detector(tiny_clip)
+def test_coop_learns_one_context_before_state_and_class_on_plain_clip(clip):
+    detector = Variant(config(), "coop").detector(clip)
     prompt, vision = detector.config.prompt, detector.config.vision
     assert (prompt.deep_tokens, prompt.shared_context, vision.dpam_blocks, vision.global_ln_post) == (
         False, True, 0, True)  # fmt: skip
@@ -107,16 +107,16 @@ def test_coop_learns_one_context_before_state_and_class_on_plain_clip(tiny_clip)
     assert torch.equal(tokens.cpu(), expected)
 
 
-def test_score_frame_exposes_the_global_cosines_of_any_prompted_method(tiny_clip, records):
-    learned = score_frame(Variant(config()).detector(tiny_clip), records)
-    handmade = score_frame(Variant(config(), "clip").detector(tiny_clip), records)
+def test_score_frame_exposes_the_global_cosines_of_any_prompted_method(clip, records):
+    learned = score_frame(Variant(config()).detector(clip), records)
+    handmade = score_frame(Variant(config(), "clip").detector(clip), records)
     assert list(learned.category) == [r.category for r in records]
     assert {"cos_normal", "cos_abnormal", "map_max"} <= set(handmade.columns)
     assert not np.allclose(learned.score, handmade.score)
 
 
-def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_path):
-    detector = Variant(config(), "coop").detector(tiny_clip)
+def test_checkpoint_of_one_method_is_refused_by_another(clip, records, tmp_path):
+    detector = Variant(config(), "coop").detector(clip)
     result = detector.fit(records, tmp_path / "coop", num_workers=0, progress=False)
     with pytest.raises(CheckpointError, match=r"CoOp \(coop\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=result.checkpoint, backbone="tiny")
@@ -126,31 +126,31 @@ def test_checkpoint_of_one_method_is_refused_by_another(tiny_clip, records, tmp_
     )
     with pytest.raises(ConfigError, match="zero-shot only; got shots=2"):
         build_detector("clip", backbone="tiny", shots=2)
-    vand = detector_for("vand", tiny_clip)
+    vand = detector_for("vand", clip)
     vand_checkpoint = save_vand_checkpoint(tmp_path / "vand.pt", vand)
     with pytest.raises(CheckpointError, match=r"VAND \(vand\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=vand_checkpoint, backbone="tiny")
     with pytest.raises(CheckpointError, match=r"AnomalyCLIP \(anomalyclip\) checkpoint, but the method is VAND"):
         official = save_official_checkpoint(
-            tmp_path / "ac.pth", Variant(config()).detector(tiny_clip).model.prompt_learner
+            tmp_path / "ac.pth", Variant(config()).detector(clip).model.prompt_learner
         )
         build_detector("vand", checkpoint=official)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_runs_through_test_and_predict(method, tiny_clip, synthetic_root, tmp_path, capsys):
+def test_every_method_runs_through_test_and_predict(method, clip, synth, tmp_path, capsys):
     backbone, size = ("tiny-winclip", 160) if method == "winclip" else ("tiny", SIZE)
     common = ["--backbone", backbone, "--method", method, "--image-size", str(size), "--no-progress"]
     if METHODS[method].learns:
-        detector = detector_for(method, tiny_clip)
-        train_records = load_records(synthetic_root, split="test", categories=["stripes"])[::4]
+        detector = detector_for(method, clip)
+        train_records = load_records(synth, split="test", categories=["stripes"])[::4]
         common += ["--checkpoint", str(detector.fit(train_records, tmp_path / "fit", num_workers=0,
                                                     progress=False).checkpoint)]  # fmt: skip
-    status = main(["test", "--data-root", str(synthetic_root), "--categories", "disc", "--out", str(tmp_path / "t"),
+    status = main(["test", "--data-root", str(synth), "--categories", "disc", "--out", str(tmp_path / "t"),
                    "--num-workers", "0", *common])  # fmt: skip
     out = capsys.readouterr().out
     assert status == 0 and "disc" in out and f"{method}:" in out
-    images = synthetic_root / "disc" / "test"
+    images = synth / "disc" / "test"
     status = main(["predict", str(images), "--out", str(tmp_path / "p"), "--category", "disc", *common])
     assert status == 0 and len(list((tmp_path / "p").glob("*_overlay.png"))) == len(list(images.rglob("*.png")))

@@ -5,25 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_model
 
 from anomalyclip.backbone import load_backbone
-from anomalyclip.config import AnomalyCLIPConfig, PromptConfig, VisionConfig
+from anomalyclip.config import PromptConfig, VisionConfig
 from anomalyclip.errors import InputSizeError
-from anomalyclip.model import AnomalyCLIP
 from anomalyclip.prompts import clip_ac_prompt_features, clip_prompt_features
 
 SIZE = 112
-
-
-@pytest.fixture(scope="module")
-def clip():
-    return load_backbone("tiny")
-
-
-def make(clip, **sections) -> AnomalyCLIP:
-    torch.manual_seed(0)
-    config = AnomalyCLIPConfig(backbone="tiny", pretrained=None).replace(**sections)
-    return AnomalyCLIP(clip, config)
 
 
 def images(n: int = 2, size: int = SIZE) -> torch.Tensor:
@@ -40,14 +29,14 @@ def test_backbone_is_frozen_and_tiny_is_seeded(clip):
 
 def test_without_dpam_global_equals_open_clip(clip):
     """With ln_post on the global token and no DPAM, the vision path is exactly open_clip's encode_image."""
-    model = make(clip, vision=VisionConfig(image_size=336, dpam_blocks=0, global_ln_post=True))
+    model = tiny_model(clip, vision=VisionConfig(image_size=336, dpam_blocks=0, global_ln_post=True))
     x = images(2, 336)
     ours = model.encode_image(x).global_embedding
     torch.testing.assert_close(ours, clip.encode_image(x), atol=1e-5, rtol=1e-4)
 
 
 def test_text_encoder_without_deep_tokens_equals_open_clip(clip):
-    model = make(clip)
+    model = tiny_model(clip)
     sentences = ["a photo of a damaged object.", "a photo of a normal screw."]
     torch.testing.assert_close(
         model.text.encode_texts(sentences),
@@ -58,10 +47,10 @@ def test_text_encoder_without_deep_tokens_equals_open_clip(clip):
 
 
 def test_dpam_path_changes_local_but_not_global_features(clip):
-    plain = make(clip, vision=VisionConfig(image_size=SIZE, dpam_blocks=0))
+    plain = tiny_model(clip, vision=VisionConfig(image_size=SIZE, dpam_blocks=0))
     results = {}
     for mode in ("vv", "qq", "kk"):
-        model = make(clip, vision=VisionConfig(image_size=SIZE, dpam_mode=mode))
+        model = tiny_model(clip, vision=VisionConfig(image_size=SIZE, dpam_mode=mode))
         results[mode] = model.encode_image(images())
     base = plain.encode_image(images())
     for mode, feats in results.items():
@@ -71,7 +60,7 @@ def test_dpam_path_changes_local_but_not_global_features(clip):
 
 
 def test_features_list_gives_one_tensor_per_layer(clip):
-    model = make(clip, vision=VisionConfig(image_size=SIZE, features_list=(6, 12, 18, 24)))
+    model = tiny_model(clip, vision=VisionConfig(image_size=SIZE, features_list=(6, 12, 18, 24)))
     feats = model.encode_image(images())
     grid = SIZE // 14
     assert [tuple(t.shape) for t in feats.patch_tokens] == [(2, grid * grid + 1, 64)] * 4
@@ -79,7 +68,7 @@ def test_features_list_gives_one_tensor_per_layer(clip):
 
 
 def test_forward_shapes_and_ranges(clip):
-    model = make(clip, vision=VisionConfig(image_size=SIZE))
+    model = tiny_model(clip, vision=VisionConfig(image_size=SIZE))
     out = model(images(3))
     assert out.image_scores.shape == (3,) and out.anomaly_map.shape == (3, SIZE, SIZE)
     assert torch.all((out.image_scores > 0) & (out.image_scores < 1))
@@ -88,18 +77,18 @@ def test_forward_shapes_and_ranges(clip):
 
 @pytest.mark.parametrize("size", [100, 0, 13])
 def test_image_size_not_multiple_of_patch_is_rejected(clip, size):
-    model = make(clip)
+    model = tiny_model(clip)
     with pytest.raises(InputSizeError, match=f"image size {size} is not a positive multiple of the patch size 14"):
         model.vision.grid_size(size)
 
 
 def test_wrong_image_tensor_shape_is_rejected(clip):
     with pytest.raises(InputSizeError, match=r"expected images of shape \(B, 3, S, S\)"):
-        make(clip).encode_image(torch.zeros(1, 3, 112, 98))
+        tiny_model(clip).encode_image(torch.zeros(1, 3, 112, 98))
 
 
 def test_bf16_autocast_runs(clip):
-    model = make(clip, vision=VisionConfig(image_size=SIZE))
+    model = tiny_model(clip, vision=VisionConfig(image_size=SIZE))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(images())
     assert torch.isfinite(out.anomaly_map).all()
@@ -108,17 +97,17 @@ def test_bf16_autocast_runs(clip):
 
 
 def test_prompt_variants(clip):
-    base = make(clip)
+    base = tiny_model(clip)
     assert base.prompt_learner.tokenized_prompts.shape == (2, 77)
     assert sum(p.numel() for p in base.prompt_learner.parameters()) == 12 * 128 * 2 + 8 * 4 * 128
-    shared = make(clip, prompt=PromptConfig(shared_context=True))
+    shared = tiny_model(clip, prompt=PromptConfig(shared_context=True))
     assert shared.prompt_learner.ctx_neg is None
     normal_ctx, abnormal_ctx = shared.prompt_learner.contexts()
-    assert normal_ctx is not None and torch.equal(normal_ctx, abnormal_ctx)
-    shallow = make(clip, prompt=PromptConfig(deep_tokens=False, n_ctx=5))
+    assert torch.equal(normal_ctx, abnormal_ctx)
+    shallow = tiny_model(clip, prompt=PromptConfig(deep_tokens=False, n_ctx=5))
     assert len(shallow.prompt_learner.compound_prompts_text) == 0
     assert shallow.prompt_learner.ctx_pos.shape == (1, 1, 5, 128)
-    aware = make(clip, prompt=PromptConfig(object_word="bottle", state_word="anomalous"))
+    aware = tiny_model(clip, prompt=PromptConfig(object_word="bottle", state_word="anomalous"))
     text = [aware.text.tokenize(["bottle anomalous"])[0, 1:3].tolist()]
     tokens = aware.prompt_learner.tokenized_prompts[1].tolist()
     assert text[0][0] in tokens and text[0][1] in tokens
@@ -129,7 +118,7 @@ def test_prompt_variants(clip):
 
 
 def test_deep_tokens_overwrite_and_receive_gradients(clip):
-    model = make(clip, vision=VisionConfig(image_size=SIZE))
+    model = tiny_model(clip, vision=VisionConfig(image_size=SIZE))
     before = model.text_features().detach()
     with torch.no_grad():
         model.prompt_learner.compound_prompts_text[0].add_(1.0)
@@ -146,8 +135,9 @@ def test_deep_tokens_overwrite_and_receive_gradients(clip):
     assert not any(p.grad is not None for p in model.clip.parameters())
 
 
+@pytest.mark.slow
 def test_handmade_prompt_baselines(clip):
-    model = make(clip)
+    model = tiny_model(clip)
     for features in (clip_prompt_features(model.text, "screw"), clip_ac_prompt_features(model.text)):
         assert features.shape == (2, 64)
         torch.testing.assert_close(features.norm(dim=-1), torch.ones(2))
@@ -156,7 +146,7 @@ def test_handmade_prompt_baselines(clip):
 
 
 def test_object_aware_prompts_give_each_image_its_class(clip):
-    model = make(clip, prompt=PromptConfig(object_aware=True))
+    model = tiny_model(clip, prompt=PromptConfig(object_aware=True))
     feats = model.text_features(["screw", "screw", "metal_nut"])
     assert feats.shape == (3, 2, 64)
     torch.testing.assert_close(feats[0], feats[1])
@@ -170,3 +160,12 @@ def test_object_aware_prompts_give_each_image_its_class(clip):
     loss, _ = model.loss(model.encode_image(images(3)), torch.tensor([1, 0, 1]), masks, SIZE, ["a", "b", "a"])
     loss.total.backward()
     assert model.prompt_learner.ctx_pos.grad.abs().sum() > 0
+
+
+def test_object_word_templates_follow_the_model_to_another_device():
+    """Templates cached for a class name move with the model (here to the meta device, as to a GPU)."""
+    model = tiny_model(load_backbone("tiny"), prompt=PromptConfig(object_aware=True))
+    assert model.text_features(["screw"]).device.type == "cpu"
+    model.to("meta")
+    feats = model.text_features(["screw", "bottle"])
+    assert feats.device.type == "meta" and feats.shape == (2, 2, 64)

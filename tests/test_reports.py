@@ -31,18 +31,20 @@ TINY_BANNER = "RANDOM WEIGHTS (tiny) - numbers say nothing about anomaly-detecti
 def test_honesty_banner_marks_random_weights_only(tmp_path: Path) -> None:
     assert honesty_banner("tiny", None) == TINY_BANNER
     assert honesty_banner("tiny", "openai") == TINY_BANNER
-    assert "RANDOM WEIGHTS (ViT-L-14-336" in honesty_banner("ViT-L-14-336", None)
+    assert "RANDOM WEIGHTS (ViT-L-14-336" in honesty_banner("ViT-L-14-336", "none")
     assert honesty_banner("ViT-L-14-336", "openai") is None
+    assert honesty_banner("ViT-L-14-336", None) is None, "no tag means the default pretrained one"
     assert honesty_banner("ViT-L-14-336", str(tmp_path / "ViT-L-14-336px.pt")) is None
     weights = tmp_path / "clip.pt"
     weights.write_bytes(b"")
     assert honesty_banner(str(weights), None) is None
 
 
+@pytest.mark.slow
 def test_tiny_name_is_the_backbone_modules() -> None:
-    from anomalyclip.backbone import TINY
+    from anomalyclip.backbone import RANDOM_WEIGHTS, TINY
 
-    assert reports.TINY_BACKBONE == TINY
+    assert reports.TINY_BACKBONE == TINY and reports.RANDOM_TAGS == RANDOM_WEIGHTS
 
 
 def test_write_table_writes_csv_markdown_latex_with_banner(tmp_path: Path) -> None:

@@ -141,6 +141,7 @@ def test_data_root_auto_finds_the_shared_bundle(tmp_path: Path, monkeypatch: pyt
     assert rp.merged_parameters(profile, {"data_root": tmp_path})["data_root"] == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_reproduce_runs_notebooks_with_papermill_and_writes_manifest(workspace: Path) -> None:
     data = workspace / "data"
     data.mkdir()

@@ -1,7 +1,8 @@
-"""Check a dataset folder end to end: counts, masks, every problem by file name (fail fast or skip)."""
+"""Check a dataset folder end to end: counts, masks, and every problem by file name, all in one run."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,27 +63,22 @@ def check_dataset(
     categories: Sequence[str] | None = None,
     *,
     mask_threshold: int = DEFAULT_MASK_THRESHOLD,
-    skip_bad: bool = False,
 ) -> CheckReport:
-    """Find every problem of `root`; without skip_bad the first one raises DataError naming the file."""
+    """Find every problem of `root` (listing problems, then each image and mask decoded in full); none stops it.
+
+    Only a folder that is no dataset at all (unknown layout, unknown category or split) raises DataError.
+    """
     root = Path(root)
     info, layout, listing = list_dataset(root, dataset, mask_threshold)
     records, problems = select(listing, split, categories, root)
-    report = CheckReport(root, info.name, layout.name, records, notes=list(listing.notes))
-    for problem in problems:
-        if not skip_bad:
-            raise DataError(problem.message)
-        report.problems.append(problem)
+    report = CheckReport(root, info.name, layout.name, records, problems=list(problems), notes=list(listing.notes))
     decoded = {(p.record.image, p.record.mask) for p in report.problems if p.record is not None}
     for record in records:
         key = (record.image, record.mask)
         if key in decoded:  # SDD thirds share one file pair: decode it once, and never after a listing problem
             continue
         decoded.add(key)
-        for problem in file_problems(record, mask_threshold):
-            if not skip_bad:
-                raise DataError(problem.message)
-            report.problems.append(problem)
+        report.problems += file_problems(record, mask_threshold)
     return report
 
 
@@ -109,5 +105,9 @@ def format_report(report: CheckReport, limit: int | None = 20) -> str:
     if skipped:
         lines.append(f"skipped {len(skipped)} images:")
         lines += _capped([f"  {r.name}" for r in skipped], limit, "skipped images")
-    lines.append("OK" if report.ok else f"{len(report.problems)} problems")
+    if report.ok:
+        lines.append("OK")
+    else:
+        kinds = Counter(p.kind for p in report.problems)
+        lines.append(f"{len(report.problems)} problems: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
     return "\n".join(lines)

@@ -19,14 +19,7 @@ def _split(args: argparse.Namespace) -> str | None:
 def run_check(args: argparse.Namespace) -> int:
     from anomalyclip.data.check import check_dataset, format_report
 
-    report = check_dataset(
-        args.root,
-        args.dataset,
-        _split(args),
-        args.category,
-        mask_threshold=_threshold(args),
-        skip_bad=args.skip_bad,
-    )
+    report = check_dataset(args.root, args.dataset, _split(args), args.category, mask_threshold=_threshold(args))
     print(format_report(report, limit=None if args.show_all else 20))
     return 0 if report.ok else 1
 
@@ -82,7 +75,6 @@ def run_prepare_sdd(args: argparse.Namespace) -> int:
 def _dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset root folder")
     parser.add_argument("--dataset", default="auto", help="dataset name (see data/README.md) or 'auto'")
-    parser.add_argument("--skip-bad", action="store_true", help="go on past problems and list what was skipped")
     _mask_options(parser)
 
 
@@ -101,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="dataset checks, synthetic data, downloads", description=__doc__)
     commands = data.add_subparsers(dest="data_command", required=True)
 
-    check = commands.add_parser("check", help="count a dataset and report every problem by file name")
+    check = commands.add_parser("check", help="count a dataset and list every problem by file name (exit 1 if any)")
     _dataset_options(check)
     check.add_argument("--split", choices=("train", "test", "all"), default="all")
     check.add_argument("--category", action="append", help="check only this category (repeatable)")
@@ -128,6 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     meta = commands.add_parser("meta-json", help="write the official meta.json for a dataset folder")
     _dataset_options(meta)
+    meta.add_argument("--skip-bad", action="store_true", help="go on past problems and list what was skipped")
     meta.add_argument("--out", default=None, help="file to write (default ROOT/meta.json)")
     meta.set_defaults(func=run_meta_json)
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.data.specs import DATASET_SPECS
-from anomalyclip.errors import AnomalyCLIPError
+from anomalyclip.errors import AnomalyCLIPError, ConfigError
+from anomalyclip.files import output_dir
 from anomalyclip.settings import add_flags, merge, overrides_from_args
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--cache-dtype", choices=["fp16", "fp32"], default="fp32")
     train.add_argument("--cache-dir", type=Path, help="folder of the disk cache (default OUT/feature_cache)")
     train.add_argument("--resume", action="store_true", help="continue after the last epoch_N.pt in --out")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="with --resume: continue with changed settings (recorded in OUT/changes.json)")  # fmt: skip
+    train.add_argument("--overwrite", action="store_true", help="replace a previous training run in --out")
     train.set_defaults(func=_train)
 
     test = subparsers.add_parser("test", help="zero-shot evaluation of any method with the paper's metrics")
@@ -59,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--pixel-threshold", type=float, help="map threshold (default: never flags by pixels)")
     predict.add_argument("--normal", type=Path, nargs="+", help="known-normal images: derive both thresholds")
     predict.add_argument("--quantile", type=float, default=1.0, help="quantile of normal scores (default: max)")
+    predict.add_argument("--skip-bad", action="store_true", help="leave out unreadable images, listing them")
     predict.set_defaults(func=_predict)
 
 
@@ -87,11 +92,13 @@ def _data_args(parser: argparse.ArgumentParser, split_default: str) -> None:
     parser.add_argument("--categories", nargs="+")
     parser.add_argument("--mask-threshold", type=int, default=DEFAULT_MASK_THRESHOLD)
     parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--skip-bad", action="store_true", help="leave out records with problems (missing masks …)")
 
 
 def _backbone_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="open_clip model name, 'tiny', or a weights file (default ViT-L-14-336)")
-    parser.add_argument("--pretrained", help="open_clip tag (openai) or a weights file for --backbone")
+    parser.add_argument("--pretrained", help="open_clip tag (default: openai where the model has it), a weights "
+                        "file for --backbone, or 'none' for random weights")  # fmt: skip
     parser.add_argument("--weights", type=Path, help="a local CLIP weights file (OpenAI JIT/state dict, open_clip)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -138,7 +145,17 @@ def resolve_device(name: str) -> torch.device:
 def _records(args: argparse.Namespace):
     from anomalyclip.data.adapters.registry import load_records
 
-    return load_records(args.data_root, args.dataset, args.split, args.categories, mask_threshold=args.mask_threshold)
+    return load_records(args.data_root, args.dataset, args.split, args.categories, mask_threshold=args.mask_threshold,
+                        skip_bad=args.skip_bad)  # fmt: skip
+
+
+def _warn_if_tiny(backbone: str | None) -> None:
+    """The random-weights banner for the built-in random CLIPs (the loader logs it for `--pretrained none`)."""
+    from anomalyclip.backbone import TINY_NAMES
+    from anomalyclip.reports import honesty_banner
+
+    if backbone in TINY_NAMES:
+        log.warning("%s", honesty_banner(backbone, None))
 
 
 def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
@@ -148,16 +165,22 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from anomalyclip.engine.training import check_recipe
     from anomalyclip.methods import build_detector
 
     config = config_from_args(args)
-
+    check_recipe(config.train)
+    output_dir(args.out)
     records = _records(args)
+    _warn_if_tiny(config.backbone)
     detector = build_detector(args.method, config=config, device=resolve_device(args.device))
+    options = {"num_workers": args.num_workers, "mask_threshold": args.mask_threshold,
+               "progress": not args.no_progress}  # fmt: skip
+    if args.method != "vand":
+        options |= {"cache": args.cache, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
+                    "resume": args.resume, "allow_changes": args.allow_changes, "overwrite": args.overwrite}  # fmt: skip
     try:
-        result = detector.fit(records, args.out, cache=args.cache, cache_dtype=args.cache_dtype,
-                       cache_dir=args.cache_dir, resume=args.resume, num_workers=args.num_workers,
-                       mask_threshold=args.mask_threshold, progress=not args.no_progress)  # fmt: skip
+        result = detector.fit(records, args.out, **options)
     except torch.cuda.OutOfMemoryError as err:
         raise _out_of_memory(config.train.batch_size) from err
     print(f"trained {result.epochs} epochs on {len(records)} images: cache {result.cache_seconds:.1f} s, "
@@ -173,6 +196,7 @@ def _detector(args: argparse.Namespace):
     if METHODS[args.method].learns and args.checkpoint is None:
         raise ConfigError(f"method {args.method} learns its parameters: pass --checkpoint FILE (`anomalyclip train`)")
     backbone, pretrained = backbone_choice(args)
+    _warn_if_tiny(backbone)
     return build_detector(args.method, checkpoint=args.checkpoint, backbone=backbone, pretrained=pretrained,
                           image_size=args.image_size, shots=args.shots, device=resolve_device(args.device))  # fmt: skip
 
@@ -181,7 +205,10 @@ def _test(args: argparse.Namespace) -> int:
     import torch
 
     from anomalyclip.engine.evaluation import evaluate, official_log_table
+    from anomalyclip.engine.inference import check_batch_size
 
+    check_batch_size(args.batch_size)
+    output_dir(args.out)
     detector = _detector(args)
     records = _records(args)
     references = None
@@ -209,20 +236,22 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from anomalyclip.engine.inference import check_batch_size
     from anomalyclip.engine.prediction import Thresholds, predict, thresholds_from_normals
 
+    given = args.threshold is not None or args.pixel_threshold is not None
+    if args.normal and given:
+        raise ConfigError("--normal derives both thresholds; give either --normal or --threshold/--pixel-threshold")
+    thresholds = Thresholds(args.threshold, args.pixel_threshold) if given else None
+    check_batch_size(args.batch_size)
+    output_dir(args.out)
     detector = _detector(args)
     options = {"category": args.category, "batch_size": args.batch_size, "precision": args.precision}
-    thresholds = None
     if args.normal:
         thresholds = thresholds_from_normals(detector, args.normal, args.quantile, **options)
         log.info("thresholds from normal images: image %.4f, pixel %.4f", thresholds.image, thresholds.pixel)
-    elif args.threshold is not None or args.pixel_threshold is not None:
-        inf = float("inf")
-        thresholds = Thresholds(image=inf if args.threshold is None else args.threshold,
-                                pixel=inf if args.pixel_threshold is None else args.pixel_threshold)  # fmt: skip
     predictions = predict(detector, args.images, args.out, references=args.reference, thresholds=thresholds,
-                          progress=not args.no_progress, **options)  # fmt: skip
+                          skip_bad=args.skip_bad, progress=not args.no_progress, **options)  # fmt: skip
     for p in predictions:
         flag = "" if p.anomalous is None else ("  ANOMALOUS" if p.anomalous else "  normal")
         print(f"{p.score:.4f}  {p.image}{flag}")

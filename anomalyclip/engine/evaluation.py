@@ -16,8 +16,9 @@ import torch
 
 from anomalyclip.data import Record
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
-from anomalyclip.engine.inference import ScoredBatch, score_categories
+from anomalyclip.engine.inference import ScoredBatch, check_batch_size, score_categories
 from anomalyclip.engine.visualize import heatmap_figure
+from anomalyclip.files import output_dir
 from anomalyclip.methods import Detector, as_detector
 from anomalyclip.metrics import PAPER_METRICS, CategoryAccumulator, MetricTable, summarize
 from anomalyclip.model import AnomalyCLIP
@@ -64,6 +65,9 @@ def evaluate(
     of each category. `figures` > 0 saves that many heat-map figures per category under `out_dir`.
     """
     detector = as_detector(detector)
+    check_batch_size(batch_size)
+    if out_dir is not None:
+        output_dir(out_dir)
     start = time.perf_counter()
     metrics = PAPER_METRICS if pixel_level else IMAGE_METRICS
     per_category, per_image = {}, []
@@ -84,7 +88,7 @@ def evaluate(
             scores.append(batch.image_scores)
             maxima.append(batch.maps.reshape(len(batch.maps), -1).max(axis=1))
             if out_dir is not None and saved < figures:
-                saved += _save_figures(Path(out_dir) / "figures" / category, batch, figures - saved)
+                saved += _save_figures(Path(out_dir) / "figures" / category, batch, figures - saved, saved)
         final = detector.finalize_scores(torch.from_numpy(np.concatenate(scores)),
                                          torch.from_numpy(np.concatenate(maxima)))  # fmt: skip
         accumulator.set_images(np.concatenate(labels), final.numpy())
@@ -143,12 +147,16 @@ def _json_float(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def _save_figures(folder: Path, batch: ScoredBatch, limit: int) -> int:
-    """Image | mask | overlay panels for the first `limit` images of a batch."""
+def _save_figures(folder: Path, batch: ScoredBatch, limit: int, first: int) -> int:
+    """Image | mask | overlay panels for the first `limit` images of a batch, numbered on from `first`.
+
+    Names carry the number, the defect folder and the file stem (MVTec repeats `000.png` in every defect folder).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     count = min(limit, len(batch.maps))
     for i in range(count):
         name = Path(batch.items["path"][i]).name
         figure = heatmap_figure(batch.items["image"][i], batch.masks[i], batch.maps[i], title=name)
-        figure.savefig(folder / f"{Path(name).stem}_{i}.png", dpi=80)
+        defect = str(batch.items["defect"][i]).replace("/", "_")
+        figure.savefig(folder / f"{first + i:03d}_{defect}_{Path(name).stem}.png", dpi=80)
     return count

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from anomalyclip.data import AnomalyDataset, make_loader
-from anomalyclip.errors import ConfigError
+from anomalyclip.errors import ConfigError, DataError
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.vision import VisualFeatures
 
@@ -37,9 +37,15 @@ class FeatureBatch:
     categories: list[str]
 
 
-def cache_key(model: AnomalyCLIP, dataset: AnomalyDataset) -> str:
-    """A digest of everything the cached arrays depend on: backbone, vision settings, image size and the images."""
+def cache_key(model: AnomalyCLIP, dataset: AnomalyDataset, dtype: str = "fp32") -> str:
+    """A digest of everything the cached arrays depend on: backbone and its weights, vision settings, transforms,
+    storage type, and each image and mask by content (size, mtime and a digest of the bytes), not by name."""
     vision = model.config.vision
+    fingerprints: dict[Path, list] = {}
+    for record in dataset.records:
+        for path in (record.image, record.mask):
+            if path is not None and path not in fingerprints:
+                fingerprints[Path(path)] = file_fingerprint(Path(path))
     payload = {
         "backbone": model.config.backbone,
         "pretrained": str(model.config.pretrained),
@@ -47,12 +53,28 @@ def cache_key(model: AnomalyCLIP, dataset: AnomalyDataset) -> str:
         "dpam_blocks": vision.dpam_blocks,
         "dpam_mode": vision.dpam_mode,
         "global_ln_post": vision.global_ln_post,
-        "image_size": dataset.image_transform.size,
+        "image_transform": repr(dataset.image_transform),
+        "mask_transform": repr(dataset.mask_transform),
         "mask_threshold": dataset.mask_threshold,
-        "images": [r.name for r in dataset.records],
+        "dtype": dtype,
+        "records": [[r.name, r.label, r.category, str(r.mask)] for r in dataset.records],
+        "files": {str(path): value for path, value in fingerprints.items()},
         "weights": float(model.clip.visual.proj.double().sum()),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> list:
+    """[size, mtime in ns, BLAKE2 digest of the bytes]: a file rewritten in place changes it even under its old name.
+
+    Reading every file costs far less than the backbone pass over them that a reused cache saves.
+    """
+    try:
+        stat = path.stat()
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}); expected the file the dataset lists") from err
+    return [stat.st_size, stat.st_mtime_ns, digest]
 
 
 class FeatureCache:
@@ -83,7 +105,7 @@ class FeatureCache:
         """One backbone pass over `dataset`; with `directory`, memory-mapped `.npy` files reused when the key fits."""
         if dtype not in CACHE_DTYPES:
             raise ConfigError(f"cache dtype {dtype!r}; expected one of {sorted(CACHE_DTYPES)}")
-        key = cache_key(model, dataset)
+        key = cache_key(model, dataset, dtype) if directory is not None else None
         if directory is not None:
             cached = cls._open(Path(directory), key)
             if cached is not None:

@@ -54,6 +54,12 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def check_batch_size(batch_size: int) -> None:
+    """A batch holds at least one image (a DataLoader would fail deep inside with a traceback)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size}; expected an integer >= 1 (--batch-size)")
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on `device` for `bf16`, nothing for `fp32`."""
     if check_precision(precision) == "fp32":
@@ -101,8 +107,7 @@ def score_categories(
     `references` maps a category to records of normal images for few-shot methods (`detector.shots` > 0).
     """
     check_precision(precision)
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     detector.eval()
     for category, items in group_by_category(records).items():
         yield (

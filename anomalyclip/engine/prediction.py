@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,9 +16,10 @@ from PIL import Image
 
 from anomalyclip.data import Record
 from anomalyclip.data.io import read_image
-from anomalyclip.engine.inference import score_categories
+from anomalyclip.engine.inference import check_batch_size, score_categories
 from anomalyclip.engine.visualize import overlay, resize_map
 from anomalyclip.errors import ConfigError, DataError
+from anomalyclip.files import output_dir
 from anomalyclip.methods import Detector, as_detector
 from anomalyclip.model import AnomalyCLIP
 
@@ -43,10 +45,25 @@ class Prediction:
 
 @dataclass
 class Thresholds:
-    """Decision thresholds for the image score and the pixel map, e.g. derived from normal images."""
+    """Decision thresholds for the image score and the pixel map, e.g. derived from normal images; None never flags.
 
-    image: float
-    pixel: float
+    Image scores are probabilities, so `image` lies in [0, 1]; maps are sums of probabilities over layers, so `pixel`
+    is finite and non-negative.
+    """
+
+    image: float | None = None
+    pixel: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.image is not None and not 0 <= self.image <= 1:
+            raise ConfigError(f"image threshold {self.image}: expected a probability in [0, 1] (--threshold)")
+        if self.pixel is not None and not 0 <= self.pixel < math.inf:
+            raise ConfigError(f"pixel threshold {self.pixel}: expected a finite value >= 0 (--pixel-threshold)")
+
+    def flags(self, score: float, map_max: float) -> bool:
+        """True when the image score or the map's maximum passes its threshold."""
+        by_image = self.image is not None and score > self.image
+        return bool(by_image or (self.pixel is not None and map_max > self.pixel))
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -63,6 +80,20 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise DataError(f"{item} does not exist; expected an image file or a folder of images")
     return found
+
+
+def readable_images(paths: Sequence[Path], skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The paths that decode; each one that does not is appended to `skipped` with the reason (and logged)."""
+    kept = []
+    for path in paths:
+        try:
+            read_image(path)
+        except DataError as err:
+            log.warning("skipped: %s", err)
+            skipped.append((path, str(err)))
+            continue
+        kept.append(path)
+    return kept
 
 
 def image_records(paths: Sequence[str | Path], category: str, label: int = 0) -> list[Record]:
@@ -127,18 +158,23 @@ def predict(
     batch_size: int = 8,
     precision: str = "fp32",
     save_maps: bool = True,
+    skip_bad: bool = False,
     progress: bool = True,
 ) -> list[Prediction]:
     """Score images; write `<stem>_overlay.png`, `<stem>_map.npy` (at the image's own size), scores.csv/json.
 
     `category` is the class name the text prompts of class-aware methods use; `references` are normal images for
-    few-shot methods.
+    few-shot methods. With `skip_bad`, unreadable images are left out and listed under "skipped" in scores.json
+    (and logged); otherwise the first one stops the run with an error naming it.
     """
     detector = as_detector(detector)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_batch_size(batch_size)
+    out_dir = output_dir(out_dir)
+    skipped: list[tuple[Path, str]] = []
     paths = collect_images(inputs)
-    vmax = thresholds.pixel * 2 if thresholds else None
+    if skip_bad:
+        paths = readable_images(paths, skipped)
+    vmax = thresholds.pixel * 2 if thresholds and thresholds.pixel else None
     scored = score_images(detector, paths, category=category, references=references, batch_size=batch_size,
                           precision=precision, progress=progress)  # fmt: skip
     rows = []
@@ -156,16 +192,22 @@ def predict(
     final = detector.finalize_scores(torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows]))
     predictions = []
     for (path, _, _, peak, overlay_path, map_path), score in zip(rows, final.tolist(), strict=True):
-        anomalous = None if thresholds is None else bool(score > thresholds.image or peak > thresholds.pixel)
+        anomalous = None if thresholds is None else thresholds.flags(score, peak)
         predictions.append(Prediction(str(path), score, peak, anomalous, str(overlay_path),
                                       None if map_path is None else str(map_path)))  # fmt: skip
-    _write_scores(out_dir, predictions, thresholds)
+    _write_scores(out_dir, predictions, thresholds, skipped)
     return predictions
 
 
-def _write_scores(out_dir: Path, predictions: list[Prediction], thresholds: Thresholds | None) -> None:
+def _write_scores(
+    out_dir: Path, predictions: list[Prediction], thresholds: Thresholds | None, skipped: list[tuple[Path, str]]
+) -> None:
     rows = [asdict(p) for p in predictions]
-    payload = {"thresholds": None if thresholds is None else asdict(thresholds), "predictions": rows}
+    payload = {
+        "thresholds": None if thresholds is None else asdict(thresholds),
+        "predictions": rows,
+        "skipped": [{"image": str(path), "reason": reason} for path, reason in skipped],
+    }
     (out_dir / "scores.json").write_text(json.dumps(payload, indent=2))
     with open(out_dir / "scores.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["image"])

@@ -19,11 +19,14 @@ from typing import Literal
 import torch
 from tqdm import tqdm
 
-from anomalyclip.checkpoint import load_checkpoint, save_checkpoint
+from anomalyclip.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from anomalyclip.config import AnomalyCLIPConfig, TrainConfig
 from anomalyclip.data import AnomalyDataset, Record
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.engine.features import FeatureBatch, FeatureCache, device_autocast
-from anomalyclip.errors import AnomalyCLIPError, CheckpointError, DataError
+from anomalyclip.engine.run_folder import claim_run_folder
+from anomalyclip.errors import AnomalyCLIPError, CheckpointError, ConfigError, DataError
+from anomalyclip.files import atomic_write_text, output_dir
 from anomalyclip.model import AnomalyCLIP
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ class TrainResult:
     epochs: int = 0
     cache_seconds: float = 0.0
     train_seconds: float = 0.0
+    changes: list[dict] = field(default_factory=list)
+    """Settings changed on `--resume --allow-changes`: {epoch, setting, before, after} each."""
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -91,6 +96,8 @@ def train(
     cache_dtype: str = "fp32",
     cache_dir: str | Path | None = None,
     resume: bool = False,
+    allow_changes: bool = False,
+    overwrite: bool = False,
     num_workers: int | None = None,
     mask_threshold: int = DEFAULT_MASK_THRESHOLD,
     progress: bool = True,
@@ -100,18 +107,35 @@ def train(
     """Train `model.prompt_learner` on `records` (the auxiliary dataset's test split in the paper's protocol).
 
     `method` (`anomalyclip` or `coop`) is recorded in every checkpoint, so that it is never loaded as the other.
+
+    The run owns `out_dir` while it runs (see `run_folder.claim_run_folder`): a folder with a previous run needs
+    `resume` or `overwrite`, and `resume` refuses changed settings unless `allow_changes`.
     """
     if not records:
         raise DataError("no training images: expected at least one record")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_recipe(model.config.train)
+    with claim_run_folder(output_dir(out_dir), resume=resume, overwrite=overwrite) as folder:
+        return _train(model, records, folder, cache, cache_dtype, cache_dir, resume, allow_changes, num_workers,
+                      mask_threshold, progress, on_step, method)  # fmt: skip
+
+
+def check_recipe(recipe: TrainConfig) -> None:
+    """At least one epoch and one image per batch: anything else would end 'successfully' with no checkpoint."""
+    for name, value in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)):
+        if value < 1:
+            raise ConfigError(f"train.{name} = {value}; expected an integer >= 1 (--{name.replace('_', '-')})")
+
+
+def _train(model, records, out_dir, cache, cache_dtype, cache_dir, resume, allow_changes, num_workers,
+           mask_threshold, progress, on_step, method) -> TrainResult:  # fmt: skip
     recipe = model.config.train
     dataset = AnomalyDataset(records, model.config.vision.image_size, mask_threshold)
     optimizer = torch.optim.Adam(model.prompt_learner.parameters(), lr=recipe.lr, betas=recipe.betas)
     history: list[dict] = []
+    changes: list[dict] = []
     first_epoch = 1
     if resume:
-        first_epoch, history = _resume(model, optimizer, out_dir)
+        first_epoch, history, changes = _resume(model, optimizer, out_dir, allow_changes)
 
     start = time.perf_counter()
     source = _batch_source(model, dataset, cache, cache_dtype, cache_dir, out_dir, recipe.batch_size, num_workers,
@@ -140,10 +164,11 @@ def train(
         log.info("epoch [%d/%d] loss %.4f (local %.4f, global %.4f)", epoch, recipe.epochs, summary["total"],
                  summary["local"], summary["global"])  # fmt: skip
         checkpoint = save_checkpoint(out_dir / f"epoch_{epoch}.pt", model.prompt_learner, model.config, epoch=epoch,
-                                     optimizer=optimizer.state_dict(), history=history, method=method)  # fmt: skip
-        _write_history(out_dir, history)
+                                     optimizer=optimizer.state_dict(), history=history, method=method,
+                                     changes=changes)  # fmt: skip
+        _write_history(out_dir, history, changes)
     model.eval()
-    return TrainResult(checkpoint, history, recipe.epochs, cache_seconds, time.perf_counter() - start)
+    return TrainResult(checkpoint, history, recipe.epochs, cache_seconds, time.perf_counter() - start, changes)
 
 
 def epoch_summary(history: Sequence[dict], epoch: int) -> dict[str, float]:
@@ -162,25 +187,64 @@ def _batch_source(model, dataset, cache, cache_dtype, cache_dir, out_dir, batch_
                               num_workers=num_workers, progress=progress)  # fmt: skip
 
 
-def _resume(model: AnomalyCLIP, optimizer: torch.optim.Optimizer, out_dir: Path) -> tuple[int, list[dict]]:
+def _resume(
+    model: AnomalyCLIP, optimizer: torch.optim.Optimizer, out_dir: Path, allow_changes: bool
+) -> tuple[int, list[dict], list[dict]]:
+    """Prompts, optimiser state, history and recorded changes of the last epoch in `out_dir`; the first new epoch."""
     latest = latest_checkpoint(out_dir)
     if latest is None:
         log.info("resume: no epoch_N.pt in %s, starting from epoch 1", out_dir)
-        return 1, []
+        return 1, [], []
     epoch, path = latest
     obj = load_checkpoint(path, model.prompt_learner, model.config)
-    if "optimizer" not in obj:
+    if obj.get("format") != FORMAT or "optimizer" not in obj:
         raise CheckpointError(f"{path} has no optimiser state; it cannot be resumed (was it written by train?)")
+    changed = config_changes(AnomalyCLIPConfig.from_dict(obj["config"]), model.config)
+    if changed and not allow_changes:
+        listed = "; ".join(f"{name}: run has {before!r}, now {after!r}" for name, (before, after) in changed.items())
+        raise ConfigError(
+            f"--resume of {path} with changed settings ({listed}); pass the run's own settings, or --allow-changes "
+            "to continue with the new ones (the change is recorded in the run)"
+        )
     optimizer.load_state_dict(obj["optimizer"])
+    for group in optimizer.param_groups:  # the saved state carries the old values; the run goes on with the new ones
+        group["lr"], group["betas"] = model.config.train.lr, model.config.train.betas
+    changes = list(obj.get("changes", []))
+    for name, (before, after) in changed.items():
+        log.warning("resume: %s changes from %r to %r at epoch %d", name, before, after, epoch + 1)
+        changes.append({"epoch": epoch + 1, "setting": name, "before": before, "after": after})
     log.info("resume: continuing after epoch %d from %s", epoch, path)
-    return epoch + 1, list(obj.get("history", []))
+    return epoch + 1, list(obj.get("history", [])), changes
 
 
-def _write_history(out_dir: Path, history: list[dict]) -> None:
-    (out_dir / "history.json").write_text(json.dumps(history))
+def config_changes(saved: AnomalyCLIPConfig, current: AnomalyCLIPConfig) -> dict[str, tuple]:
+    """'section.key': (saved, current) for every setting that differs; `train.epochs` is not a change (a larger
+    value is how a finished run is extended)."""
+    flat_saved, flat_current = _flatten(saved.to_dict()), _flatten(current.to_dict())
+    return {
+        name: (flat_saved.get(name), value)
+        for name, value in flat_current.items()
+        if name != "train.epochs" and flat_saved.get(name) != value
+    }
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _write_history(out_dir: Path, history: list[dict], changes: list[dict]) -> None:
+    atomic_write_text(out_dir / "history.json", json.dumps(history))
     lines = ["epoch,step,global,local,total"]
     lines += [f"{r['epoch']},{r['step']},{r['global']:.6f},{r['local']:.6f},{r['total']:.6f}" for r in history]
-    (out_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out_dir / "history.csv", "\n".join(lines) + "\n")
+    if changes:
+        atomic_write_text(out_dir / "changes.json", json.dumps(changes, indent=1))
 
 
 def load_history(out_dir: str | Path) -> list[dict]:
