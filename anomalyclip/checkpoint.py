@@ -31,22 +31,49 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict, read without running code, with a clear error for a missing or unreadable file."""
+def load_safely(path: str | os.PathLike) -> Any:
+    """What a checkpoint file holds, read without running code (`weights_only=True`), or a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"refers to {found.group(1)}" if found else "holds objects"
         raise CheckpointError(
             f"{path} {what}, not only tensors and plain values, so it was not loaded (loading it could run code); "
-            "expected a prompt checkpoint written by `anomalyclip train` or an official epoch_15.pth"
+            "expected a checkpoint written by `anomalyclip train` or an official one (epoch_15.pth, APRIL-GAN)"
         ) from err
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+
+
+def method_of(obj: Any) -> str | None:
+    """Which method wrote a checkpoint: the project format's `method`, else what an official layout says."""
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("method"), str):
+        return obj["method"]
+    if "trainable_linearlayer" in obj:
+        return "vand"
+    if "prompt_learner" in obj:
+        return "anomalyclip"
+    return None
+
+
+def checkpoint_method(path: str | os.PathLike) -> str:
+    """The method a checkpoint file belongs to, or an error saying what was expected."""
+    method = method_of(load_safely(path))
+    if method is None:
+        raise CheckpointError(f"{path} is not a checkpoint of any method; expected one written by `anomalyclip "
+                              "train` or an official AnomalyCLIP / APRIL-GAN file")  # fmt: skip
+    return method
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw prompt checkpoint dict, read without running code, with a clear error for a wrong file."""
+    obj = load_safely(path)
     if not isinstance(obj, dict) or "prompt_learner" not in obj:
         raise CheckpointError(
             f"{path} is not a prompt checkpoint: expected a dict with a 'prompt_learner' state dict (official "

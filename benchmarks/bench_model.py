@@ -48,7 +48,7 @@ def main() -> None:
     precision = "fp32" if args.fp32 or not args.device.startswith("cuda") else "bf16 autocast"
     print(f"device: {name}; batch {args.batch}; {args.size} px; {precision}; torch {torch.__version__}")
     for backbone in args.models.split(","):
-        clip = load_backbone(backbone, None, device=args.device)
+        clip = load_backbone(backbone, None if backbone == "tiny" else "none", device=args.device)
         images = torch.randn(args.batch, 3, args.size, args.size, device=args.device)
         results = {}
         for label, blocks in (("plain", 0), ("dpam", 19)):

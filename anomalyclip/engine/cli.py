@@ -178,7 +178,8 @@ def _train(args: argparse.Namespace) -> int:
                "progress": not args.no_progress}  # fmt: skip
     if args.method != "vand":
         options |= {"cache": args.cache, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-                    "resume": args.resume, "allow_changes": args.allow_changes, "overwrite": args.overwrite}  # fmt: skip
+                    "resume": args.resume, "allow_changes": args.allow_changes,
+                    "overwrite": args.overwrite}  # fmt: skip
     try:
         result = detector.fit(records, args.out, **options)
     except torch.cuda.OutOfMemoryError as err:

@@ -9,10 +9,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from anomalyclip.checkpoint import checkpoint_method
     from anomalyclip.methods.base import Detector, DetectorOutput
     from anomalyclip.methods.catalog import METHODS, MethodInfo
     from anomalyclip.methods.prompted import PromptedDetector
-    from anomalyclip.methods.registry import as_detector, build_detector, checkpoint_method
+    from anomalyclip.methods.registry import as_detector, build_detector
 
 _HOMES = {
     "Detector": "base",

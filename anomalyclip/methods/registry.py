@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from anomalyclip.checkpoint import checkpoint_method
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.methods.base import Detector
@@ -40,26 +40,6 @@ def as_detector(model: Detector | AnomalyCLIP) -> Detector:
     if isinstance(model, AnomalyCLIP):
         return PromptedDetector(model, "anomalyclip")
     raise TypeError(f"expected a Detector or an AnomalyCLIP model, got {type(model).__name__}")
-
-
-def checkpoint_method(path: str | os.PathLike) -> str:
-    """Which method wrote a checkpoint: from the project format's `method`, or recognised by the official formats."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a safe checkpoint
-        raise CheckpointError(f"{path} is not a readable checkpoint of tensors and plain values: {err}") from err
-    if isinstance(obj, dict):
-        if "method" in obj:
-            return str(obj["method"])
-        if "prompt_learner" in obj:
-            return "anomalyclip"
-        if "trainable_linearlayer" in obj:
-            return "vand"
-    raise CheckpointError(f"{path} is not a checkpoint of any method; expected one written by `anomalyclip train` "
-                          "or an official AnomalyCLIP / APRIL-GAN file")  # fmt: skip
 
 
 def build_detector(

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from anomalyclip.backbone import freeze, load_backbone, openai_style, set_activation, uses_quick_gelu
-from anomalyclip.checkpoint import atomic_save
+from anomalyclip.checkpoint import atomic_save, load_safely, method_of
 from anomalyclip.data import AnomalyDataset, Record, load_pair, make_loader
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSizeError
@@ -522,29 +522,10 @@ def mosaic(pairs: Sequence[tuple[Image.Image, Image.Image]]) -> tuple[Image.Imag
     return image, mask
 
 
-def _checkpoint_method(obj: Any) -> str | None:
-    """Which method wrote a checkpoint dict: its 'method' entry, else what its official layout says."""
-    if not isinstance(obj, dict):
-        return None
-    if isinstance(obj.get("method"), str):
-        return obj["method"]
-    if CHECKPOINT_KEY in obj:
-        return VAND.name
-    if "prompt_learner" in obj:
-        return "anomalyclip"
-    return None
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A VAND checkpoint (either format), loaded with `weights_only=True`; another method's fails naming both."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
-    method = _checkpoint_method(obj)
+    obj = load_safely(path)
+    method = method_of(obj)
     if method is None:
         found = f"keys {sorted(map(str, obj))[:5]}" if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(
