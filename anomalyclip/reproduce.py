@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 PROFILES = ("smoke", "paper")
 """Profiles shipped as package data in `anomalyclip/profiles/`."""
 KERNEL_NAME = "python3"
-PATH_PARAMETERS = ("out_dir", "data_root", "weights", "dataset_dir", "checkpoint", "checkpoint_for_mvtec")
+PATH_PARAMETERS = ("out_dir", "data_root", "weights", "dataset_dir", "run_store")
 AUTO = "auto"
+FLAGS = {"data_root": "--data-root FOLDER", "weights": "--weights FILE"}
+"""Parameters with their own command-line flag (the rest are given with --set NAME=VALUE)."""
 REPORT_FOLDERS = ("notebooks", "tables", "figures")
 CONFIG_PARAMETERS = {leaf.name: leaf for leaf in leaves(AnomalyCLIPConfig)}
 """Notebook parameters that are configuration settings, by name: profiles are checked against their definitions."""
@@ -80,6 +82,8 @@ class Profile:
     notebooks: tuple[NotebookSpec, ...]
     description: str = ""
     source: str = ""
+    required: tuple[str, ...] = ()
+    """Parameters a notebook that declares them must receive a value for (no silent synthetic fallback)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,13 @@ def parse_profile(data: Any, name: str, source: str) -> Profile:
     """Validate a profile's YAML content: `parameters` with a `backbone`, and a non-empty list of `notebooks`."""
     if not isinstance(data, Mapping):
         raise ReproduceError(f"{source}: a profile must be a mapping with 'parameters' and 'notebooks'")
-    unknown = sorted(set(data) - {"description", "parameters", "notebooks"})
+    unknown = sorted(set(data) - {"description", "parameters", "notebooks", "required"})
     if unknown:
-        raise ReproduceError(f"{source}: unknown key(s) {unknown}; expected description, parameters, notebooks")
+        expected = "description, parameters, notebooks, required"
+        raise ReproduceError(f"{source}: unknown key(s) {unknown}; expected {expected}")
+    required = data.get("required") or []
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise ReproduceError(f"{source}: 'required' must be a list of parameter names, got {required!r}")
     parameters = check_parameters(_mapping(data.get("parameters"), "parameters", source), source)
     if not isinstance(parameters.get("backbone"), str):
         raise ReproduceError(f"{source}: parameters must name the 'backbone' (e.g. tiny or ViT-L-14-336)")
@@ -142,7 +150,7 @@ def parse_profile(data: Any, name: str, source: str) -> Profile:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ReproduceError(f"{source}: notebook(s) {repeated} listed more than once")
-    return Profile(name, parameters, notebooks, str(data.get("description") or ""), source)
+    return Profile(name, parameters, notebooks, str(data.get("description") or ""), source, tuple(required))
 
 
 def load_profile(profile: str | os.PathLike) -> Profile:
@@ -195,12 +203,16 @@ def _resolve_paths(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def merged_parameters(
-    profile: Profile, overrides: Mapping[str, Any], notebook: NotebookSpec | None = None
+    profile: Profile,
+    overrides: Mapping[str, Any],
+    notebook: NotebookSpec | None = None,
+    sets: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The profile's shared parameters, then the notebook's own, then the given (not None) overrides; paths made
-    absolute and `data_root: auto` resolved."""
+    """The profile's shared parameters, then the notebook's own, then the given (not None) overrides, then `sets`
+    (`--set NAME=VALUE`, null included); paths made absolute and `data_root: auto` resolved."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    return _resolve_paths({**profile.parameters, **(notebook.parameters if notebook else {}), **given})
+    notebook_own = notebook.parameters if notebook else {}
+    return _resolve_paths({**profile.parameters, **notebook_own, **given, **dict(sets or {})})
 
 
 def plan(
@@ -210,6 +222,7 @@ def plan(
     overrides: Mapping[str, Any] | None = None,
     notebooks: Sequence[str] | None = None,
     notebooks_dir: str | os.PathLike | None = None,
+    sets: Mapping[str, Any] | None = None,
 ) -> list[PlannedRun]:
     """Each selected notebook's input, executed copy under `out_dir`/notebooks and injected parameters.
 
@@ -220,12 +233,21 @@ def plan(
     selected = select_notebooks(profile, notebooks)
     declared = {nb.name: _declared_names(Path(notebooks_dir) / f"{nb.name}.ipynb") for nb in profile.notebooks}
     _check_declared(profile, declared)
+    known = set().union(*(names for names in declared.values() if names is not None))
+    undeclared = sorted(set(sets or {}) - known)
+    if undeclared:
+        raise ReproduceError(f"--set {undeclared}: no notebook of profile {profile.name} declares these parameters")
     runs = []
     for nb in selected:
-        parameters = merged_parameters(profile, {**(overrides or {}), "out_dir": out_dir}, nb)
+        parameters = merged_parameters(profile, {**(overrides or {}), "out_dir": out_dir}, nb, sets)
         names = declared[nb.name]
         if names is not None:
             parameters = {k: v for k, v in parameters.items() if k in names}
+            missing = [k for k in profile.required if k in names and parameters.get(k) is None]
+            if missing:
+                flags = ", ".join(FLAGS.get(k, f"--set {k}=...") for k in missing)
+                raise ReproduceError(f"profile {profile.name}: notebook {nb.name} needs {missing} ({flags}); without "
+                                     "them it would silently run on synthetic data")  # fmt: skip
         runs.append(PlannedRun(nb.name, notebooks_dir / f"{nb.name}.ipynb",
                                Path(out_dir) / "notebooks" / f"{nb.name}.ipynb", parameters))  # fmt: skip
     return runs
@@ -344,28 +366,36 @@ def reproduce(
     device: str | None = None,
     notebooks: Sequence[str] | None = None,
     notebooks_dir: str | os.PathLike | None = None,
+    run_store: str | os.PathLike = "runs",
+    allow_missing: bool = False,
+    sets: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Run a profile's notebooks into `out`/<profile>/ and return its manifest; a failing notebook stops the job
-    (the manifest then records what ran and the failure). The manifest keeps its entries for notebooks not run
-    this time whose executed copies are still in the folder."""
+    """Run the jobs a profile's notebooks need into the run store, then the notebooks into `out`/<profile>/, then
+    write the scorecard (`index.md`); return the manifest. Finished jobs are reused, so a second run (or one after
+    a crash) computes only what is missing. A failing notebook stops the job (the manifest records it). The manifest
+    keeps its entries for notebooks not run this time whose executed copies are still in the folder.
+
+    `sets` overrides any declared notebook parameter (`--set NAME=VALUE`)."""
     from anomalyclip.reports import honesty_banner, write_manifest
 
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     notebooks_dir = Path(notebooks_dir).resolve() if notebooks_dir is not None else default_notebooks_dir()
     out_dir = Path(out).resolve() / profile.name
-    overrides = {"data_root": data_root, "weights": weights, "device": device}
+    overrides = {"data_root": data_root, "weights": weights, "device": device, "run_store": run_store,
+                 "allow_missing": allow_missing or None}  # fmt: skip
     for key, path in (("--data-root", data_root), ("--weights", weights)):
         if path is not None and not Path(path).exists():
             raise ReproduceError(f"{key} {path} does not exist")
-    runs = plan(profile, out_dir, overrides=overrides, notebooks=notebooks, notebooks_dir=notebooks_dir)
+    runs = plan(profile, out_dir, overrides=overrides, notebooks=notebooks, notebooks_dir=notebooks_dir, sets=sets)
     missing = [str(r.input) for r in runs if not r.input.is_file()]
     if missing:
         raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
     output_dir(out_dir)
+    jobs = run_planned_jobs(runs)
     earlier = earlier_runs(out_dir, profile)
     for folder in REPORT_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    shared = merged_parameters(profile, {**overrides, "out_dir": out_dir})
+    shared = merged_parameters(profile, {**overrides, "out_dir": out_dir}, sets=sets)
     backbone, pretrained = shared["backbone"], shared.get("weights") or shared.get("pretrained")
     device_name = str(shared.get("device", "cpu"))
     wall_time: dict[str, float] = {}
@@ -410,11 +440,43 @@ def reproduce(
             "status": "failed" if failure else "ok",
             "failure": str(failure) if failure else None,
             "notebooks": {name: e["run"] for name, e in recorded.items()},
+            **jobs,
         },
     )
+    from anomalyclip.scorecard import write_scorecard
+
+    write_scorecard(out_dir, json.loads(manifest.read_text()))
     if failure:
         raise failure
     return manifest
+
+
+def run_planned_jobs(runs: Sequence[PlannedRun]) -> dict[str, Any]:
+    """Run the union of the jobs the planned notebooks need (`experiments.plans.PLANS`) into their run store; what
+    the manifest and the scorecard say about them: protocol, precision, datasets, skipped datasets, jobs."""
+    from anomalyclip.experiments import run_jobs, unique
+    from anomalyclip.experiments.plans import PLANS, Setup, datasets
+    from anomalyclip.scorecard import job_summaries
+
+    planned = [(run, Setup.from_mapping(run.parameters)) for run in runs if run.name in PLANS]
+    if not planned:
+        return {}
+    setup = planned[0][1]
+    found = datasets(setup)
+    jobs = unique([job for run, setup_ in planned for job in PLANS[run.name](setup_)])
+    store = setup.store()
+    log.info("%d jobs, %d already in the run store %s", len(jobs), sum(store.get(j) is not None for j in jobs),
+             store.root)  # fmt: skip
+    results = run_jobs(jobs, store, device=setup.device, progress=True)
+    failures = [store.failure(j) for j in jobs if j.id not in results]
+    return {
+        "protocol": setup.protocol,
+        "precision": setup.precision,
+        "run_store": str(store.root),
+        "datasets": list(found.sources),
+        "skipped_datasets": found.skipped,
+        "jobs": job_summaries([results[j.id] for j in jobs if j.id in results], [f for f in failures if f]),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
@@ -439,17 +501,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder of the notebooks (default: the checkout's notebooks/, else the copy installed with the package)",
     )
+    parser.add_argument("--run-store", type=Path, default=Path("runs"), help="folder of finished jobs (default runs)")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="paper profile: run the datasets present, not stop at a missing one")  # fmt: skip
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a notebook parameter, e.g. --set epochs=1 (YAML value); repeatable")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print what would run, with parameters, and stop")
     parser.set_defaults(func=_main)
 
 
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """`NAME=VALUE` pairs, each value read as YAML (`1`, `null`, `[a, b]`, `text`)."""
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ReproduceError(f"--set {item!r}: expected NAME=VALUE, e.g. --set epochs=1")
+        try:
+            parsed[name.strip()] = yaml.load(value, Loader=yaml_loader())
+        except yaml.YAMLError as err:
+            raise ReproduceError(f"--set {item!r}: the value is not valid YAML ({err})") from err
+    return parsed
+
+
 def _main(args: argparse.Namespace) -> int:
     selection = [t.strip() for t in args.notebooks.split(",") if t.strip()] if args.notebooks else None
+    sets = parse_sets(args.sets)
     if args.dry_run:
         profile = load_profile(args.profile)
-        overrides = {"data_root": args.data_root, "weights": args.weights, "device": args.device}
+        overrides = {"data_root": args.data_root, "weights": args.weights, "device": args.device,
+                     "run_store": args.run_store, "allow_missing": args.allow_missing or None}  # fmt: skip
         out_dir = args.out.resolve() / profile.name
-        for run in plan(profile, out_dir, overrides=overrides, notebooks=selection, notebooks_dir=args.notebooks_dir):
+        runs = plan(profile, out_dir, overrides=overrides, notebooks=selection, notebooks_dir=args.notebooks_dir,
+                    sets=sets)  # fmt: skip
+        for run in runs:
             status = "" if run.input.is_file() else "  (MISSING)"
             print(f"{run.name}: {run.input} -> {run.output}{status}")
             print(f"  parameters: {json.dumps(run.parameters, sort_keys=True)}")
@@ -462,6 +547,9 @@ def _main(args: argparse.Namespace) -> int:
         device=args.device,
         notebooks=selection,
         notebooks_dir=args.notebooks_dir,
+        run_store=args.run_store,
+        allow_missing=args.allow_missing,
+        sets=sets,
     )
     written = json.loads(manifest.read_text())
     for name, seconds in written["notebooks_wall_time_s"].items():

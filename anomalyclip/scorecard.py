@@ -57,6 +57,8 @@ def write_scorecard(
 ) -> Path:
     """Write `report`/index.md from the report's files, its manifest and the run store's job summaries."""
     report = Path(report)
+    manifest = {**manifest, **manifest.get("extra", {})}
+    jobs = list(jobs) or manifest.get("jobs", [])
     executed = list(manifest.get("notebooks_wall_time_s", {}))
     banner = manifest.get("honesty_banner")
     comparable = banner is None and manifest.get("protocol") == "paper"
@@ -72,7 +74,7 @@ def write_scorecard(
         f"| weights | {manifest.get('backbone')} ({manifest.get('pretrained') or 'no pretrained tag'}) |",
         f"| precision | {manifest.get('precision', 'fp32')} |",
         f"| datasets | {', '.join(manifest.get('datasets', [])) or 'synthetic only'} |",
-        f"| skipped datasets | {', '.join(manifest.get('skipped_datasets', [])) or 'none'} |",
+        f"| skipped datasets | {_skipped(manifest.get('skipped_datasets'))} |",
         f"| commit | {commit} |",
         f"| created | {manifest.get('created')} |",
         "",
@@ -97,6 +99,14 @@ def write_scorecard(
     path = report / "index.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _skipped(skipped: Mapping[str, str] | list | None) -> str:
+    if not skipped:
+        return "none"
+    if isinstance(skipped, Mapping):
+        return "; ".join(f"{name} ({why})" for name, why in skipped.items())
+    return ", ".join(skipped)
 
 
 def _numbers(artefact: Artefact, files: list[Path], comparable: bool) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from matplotlib import colormaps
@@ -34,16 +36,21 @@ def resize_map(anomaly_map: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def heatmap_figure(image: torch.Tensor, mask: np.ndarray | None, anomaly_map: np.ndarray, title: str = "") -> Figure:
     """Three panels: the image, its ground-truth mask (if any) and the map overlaid."""
-    rgb = denormalize(image)
-    panels = [("image", rgb), ("overlay", overlay(rgb, anomaly_map))]
-    if mask is not None:
-        panels.insert(1, ("mask", mask))
-    figure = Figure(figsize=(3 * len(panels), 3.2))
-    for k, (name, picture) in enumerate(panels, start=1):
-        axis = figure.add_subplot(1, len(panels), k)
-        axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-        axis.set_title(name)
-        axis.axis("off")
-    if title:
-        figure.suptitle(title)
+    return heatmap_grid([(image, mask, anomaly_map, title)])
+
+
+def heatmap_grid(rows: Sequence[tuple[torch.Tensor, np.ndarray | None, np.ndarray, str]]) -> Figure:
+    """One row of panels (image, mask if any, map overlaid) per (image, mask, map, title)."""
+    width = max(3 if mask is not None else 2 for _, mask, _, _ in rows)
+    figure = Figure(figsize=(3 * width, 3.2 * len(rows)))
+    for r, (image, mask, anomaly_map, title) in enumerate(rows):
+        rgb = denormalize(image)
+        panels = [("image", rgb), ("overlay", overlay(rgb, anomaly_map))]
+        if mask is not None:
+            panels.insert(1, ("mask", mask))
+        for k, (name, picture) in enumerate(panels):
+            axis = figure.add_subplot(len(rows), width, r * width + k + 1)
+            axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            axis.set_title(f"{title} · {name}" if title and k == 0 else name, fontsize=8)
+            axis.axis("off")
     return figure

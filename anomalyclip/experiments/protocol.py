@@ -17,7 +17,6 @@ from anomalyclip.data.synth import (
     default_synthetic_root,
     ensure_synthetic_dataset,
 )
-from anomalyclip.errors import ConfigError
 from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.methods.registry import METHODS
 
@@ -34,12 +33,15 @@ class Protocol:
     secondary: str
 
     def transfers(self, available: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
-        """(training dataset, evaluated datasets) pairs among the `available` dataset names."""
-        missing = [d for d in (self.primary, self.secondary) if d not in available]
-        if missing:
-            raise ConfigError(f"the {self.name} protocol trains on {missing}, which are not among {list(available)}")
-        others = tuple(d for d in available if d != self.primary)
-        return [(self.primary, others), (self.secondary, (self.primary,))]
+        """(training dataset, evaluated datasets) pairs among the `available` dataset names: none without the
+        primary, no second one without the secondary (whether a missing dataset may be skipped is decided when the
+        datasets are found: `experiments.plans.datasets`)."""
+        if self.primary not in available:
+            return []
+        pairs = [(self.primary, tuple(d for d in available if d != self.primary))]
+        if self.secondary in available:
+            pairs.append((self.secondary, (self.primary,)))
+        return pairs
 
     def ablation_transfers(self) -> list[tuple[str, tuple[str, ...]]]:
         """The paper's ablations: each way between the two auxiliary datasets (MVTec AD -> VisA, VisA -> MVTec AD)."""
