@@ -15,14 +15,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from anomalyclip import reproduce as rp
 from anomalyclip.reproduce import NotebookFailedError, ReproduceError, load_profile, parse_profile
 
-SIX = (
-    "01_clip_misalignment",
-    "02_prompt_design",
-    "03_deep_text_prompting",
-    "04_vv_attention_ablation",
-    "05_training",
-    "06_evaluation_17_datasets",
-)
+NOTEBOOKS = tuple(sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")))
+"""The numbered notebooks of the checkout: every shipped profile runs all of them, in order."""
 RECORD = """
 import json, os, pathlib
 folder = pathlib.Path(out_dir) / "tables"
@@ -66,11 +60,11 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_shipped_profiles_list_the_six_notebooks() -> None:
+def test_shipped_profiles_list_every_notebook() -> None:
     for name, backbone in (("smoke", "tiny"), ("paper", "ViT-L-14-336")):
         profile = load_profile(name)
         assert profile.name == name and profile.parameters["backbone"] == backbone
-        assert tuple(nb.name for nb in profile.notebooks) == SIX
+        assert tuple(nb.name for nb in profile.notebooks) == NOTEBOOKS
         assert {"device", "weights", "dataset_dir"} <= set(profile.parameters)
 
 
@@ -79,10 +73,11 @@ def test_shipped_profiles_match_the_notebooks(name: str, tmp_path: Path) -> None
     """Every parameter a shipped profile sets is declared by a notebook; each notebook gets only its own."""
     import papermill
 
-    for run in rp.plan(load_profile(name), tmp_path, overrides={"data_root": tmp_path, "device": "cpu"}):
+    overrides = {"data_root": tmp_path, "device": "cpu"}
+    for run in rp.plan(load_profile(name), tmp_path, overrides=overrides, sets={"dataset_dir": str(tmp_path)}):
         declared = set(papermill.inspect_notebook(str(run.input)))
         assert set(run.parameters) <= declared, run.name
-        assert ("data_root" in run.parameters) == run.name.startswith("06"), run.name
+        assert ("data_root" in run.parameters) == run.name.startswith(("06", "07")), run.name
 
 
 def test_a_parameter_no_notebook_declares_is_an_error(workspace: Path) -> None:
@@ -289,5 +284,5 @@ def test_reproduce_runs_from_an_installed_package(tmp_path: Path) -> None:
     module, checkout, git = json.loads(first)
     assert module.startswith(str(site)) and checkout == "None" and git == {"commit": None, "dirty": None}
     inputs = [line.split(": ", 1)[1].split(" -> ")[0] for line in plan_lines if not line.startswith(" ")]
-    assert len(inputs) == len(SIX) and all(p.startswith(str(site / "anomalyclip" / "notebooks")) for p in inputs)
+    assert len(inputs) == len(NOTEBOOKS) and all(p.startswith(str(site / "anomalyclip" / "notebooks")) for p in inputs)
     assert "MISSING" not in done.stdout and str(tmp_path / "elsewhere" / "smoke" / "notebooks") in done.stdout
