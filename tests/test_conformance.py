@@ -108,8 +108,10 @@ def test_a_bundle_of_unknown_reference_code_is_refused(tmp_path, capsys):
     assert "names reference code 'someone/else @ 123'" in capsys.readouterr().err
 
 
-def test_winclip_bundle_passes_through_the_cli(capsys):
-    bundle = require_shared("conformance", "winclip")
+@pytest.mark.slow
+@pytest.mark.parametrize("name,checks", [("winclip", 50), ("vand", 70)])
+def test_other_methods_bundles_pass_through_the_cli(name, checks, capsys):
+    bundle = require_shared("conformance", name)
     assert main(["conformance", str(bundle), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["passed"] and len(report["checks"]) >= 50
+    assert report["passed"] and len(report["checks"]) >= checks

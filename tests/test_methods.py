@@ -7,6 +7,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SHARED
 
 from anomalyclip.checkpoint import save_official_checkpoint
 from anomalyclip.cli import main
@@ -131,9 +132,7 @@ def test_checkpoint_of_one_method_is_refused_by_another(clip, records, tmp_path)
     with pytest.raises(CheckpointError, match=r"VAND \(vand\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=vand_checkpoint, backbone="tiny")
     with pytest.raises(CheckpointError, match=r"AnomalyCLIP \(anomalyclip\) checkpoint, but the method is VAND"):
-        official = save_official_checkpoint(
-            tmp_path / "ac.pth", Variant(config()).detector(clip).model.prompt_learner
-        )
+        official = save_official_checkpoint(tmp_path / "ac.pth", Variant(config()).detector(clip).model.prompt_learner)
         build_detector("vand", checkpoint=official)
 
 
@@ -147,10 +146,14 @@ def test_every_method_runs_through_test_and_predict(method, clip, synth, tmp_pat
         train_records = load_records(synth, split="test", categories=["stripes"])[::4]
         common += ["--checkpoint", str(detector.fit(train_records, tmp_path / "fit", num_workers=0,
                                                     progress=False).checkpoint)]  # fmt: skip
-    status = main(["test", "--data-root", str(synth), "--categories", "disc", "--out", str(tmp_path / "t"),
-                   "--num-workers", "0", *common])  # fmt: skip
-    out = capsys.readouterr().out
-    assert status == 0 and "disc" in out and f"{method}:" in out
+    roots = [(synth, "generic", "disc")]
+    if SHARED.joinpath("datasets", "mvtec_ad").is_dir():
+        roots.append((SHARED / "datasets" / "mvtec_ad", "mvtec", "grid"))
+    for root, dataset, category in roots:
+        status = main(["test", "--data-root", str(root), "--dataset", dataset, "--categories", category, "--out",
+                       str(tmp_path / "t" / dataset), "--num-workers", "0", *common])  # fmt: skip
+        out = capsys.readouterr().out
+        assert status == 0 and category in out and f"{method}:" in out
     images = synth / "disc" / "test"
     status = main(["predict", str(images), "--out", str(tmp_path / "p"), "--category", "disc", *common])
     assert status == 0 and len(list((tmp_path / "p").glob("*_overlay.png"))) == len(list(images.rglob("*.png")))
