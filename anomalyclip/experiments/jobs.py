@@ -17,8 +17,13 @@ from anomalyclip.data import Record, load_records
 from anomalyclip.errors import ConfigError
 
 _PACKAGE = Path(__file__).resolve().parents[1]
-_NOT_NUMERICS = ("cli.py", "reproduce.py", "reports.py", "paper.py", "studies.py", "experiments", "profiles")
-"""Package parts that never change a job's numbers (faces, tables, bookkeeping); everything else does."""
+_NOT_NUMERICS = (
+    "cli.py", "conformance_cli.py", "reproduce.py", "reports.py", "paper.py", "scorecard.py", "studies.py",
+    "locations.py", "experiments/jobs.py", "experiments/store.py", "experiments/plans.py",
+    "experiments/protocol.py", "experiments/results.py", "experiments/executors.py",
+)  # fmt: skip
+"""Package files that never change a job's numbers (faces, tables, bookkeeping; a job's settings are in its identity
+already); every other source file does."""
 
 
 @functools.cache
@@ -27,7 +32,7 @@ def code_version() -> str:
     digest = hashlib.sha256()
     for path in sorted(_PACKAGE.rglob("*.py")):
         relative = path.relative_to(_PACKAGE)
-        if any(part in _NOT_NUMERICS for part in relative.parts):
+        if relative.name in _NOT_NUMERICS or relative.as_posix() in _NOT_NUMERICS:
             continue
         digest.update(str(relative).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
