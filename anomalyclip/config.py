@@ -90,7 +90,7 @@ class TrainConfig(Settings):
 
     section: ClassVar[str] = "train"
 
-    epochs: int = setting(15, "training epochs (0 keeps the initial prompts)", ge=0, cli=True)
+    epochs: int = setting(15, "training epochs", ge=1, cli=True)
     batch_size: int = setting(8, "training batch size", ge=1, cli=True)
     lr: float = setting(1e-3, "Adam learning rate", gt=0, cli=True)
     betas: tuple[float, float] = setting((0.5, 0.999), "Adam betas", ge=0, lt=1)

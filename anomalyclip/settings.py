@@ -233,7 +233,8 @@ def check_value(cls: type, name: str, value: Any) -> Any:
     except _Mismatch:
         coerced = _Mismatch
     if coerced is _Mismatch or not _within_rules(coerced, spec):
-        raise ConfigError(f"{path} = {value!r}: expected {allowed(hint, spec)}")
+        flag = f" (--{name.replace('_', '-')})" if spec.cli else ""
+        raise ConfigError(f"{path} = {value!r}: expected {allowed(hint, spec)}{flag}")
     return coerced
 
 

@@ -115,7 +115,7 @@ def train_and_evaluate(
     detector = variant.detector(clip)
     config = detector.config
     row: dict = {"train_seconds": 0.0}
-    if detector.learns and config.train.epochs > 0:
+    if detector.learns:
         start = time.perf_counter()
         cache_dir = Path(workdir) / "cache" / _vision_key(config)
         detector.fit(data.train, Path(workdir) / "runs" / _config_key(config), cache="disk", cache_dir=cache_dir,

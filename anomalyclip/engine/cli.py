@@ -165,11 +165,9 @@ def _out_of_memory(batch_size: int) -> AnomalyCLIPError:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from anomalyclip.engine.training import check_recipe
     from anomalyclip.methods import build_detector
 
     config = config_from_args(args)
-    check_recipe(config.train)
     output_dir(args.out)
     records = _records(args)
     _warn_if_tiny(config.backbone)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from anomalyclip.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from anomalyclip.config import AnomalyCLIPConfig, TrainConfig
+from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.data import AnomalyDataset, Record
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.engine.features import FeatureBatch, FeatureCache, device_autocast
@@ -113,17 +113,9 @@ def train(
     """
     if not records:
         raise DataError("no training images: expected at least one record")
-    check_recipe(model.config.train)
     with claim_run_folder(output_dir(out_dir), resume=resume, overwrite=overwrite) as folder:
         return _train(model, records, folder, cache, cache_dtype, cache_dir, resume, allow_changes, num_workers,
                       mask_threshold, progress, on_step, method)  # fmt: skip
-
-
-def check_recipe(recipe: TrainConfig) -> None:
-    """At least one epoch and one image per batch: anything else would end 'successfully' with no checkpoint."""
-    for name, value in (("epochs", recipe.epochs), ("batch_size", recipe.batch_size)):
-        if value < 1:
-            raise ConfigError(f"train.{name} = {value}; expected an integer >= 1 (--{name.replace('_', '-')})")
 
 
 def _train(model, records, out_dir, cache, cache_dtype, cache_dir, resume, allow_changes, num_workers,
