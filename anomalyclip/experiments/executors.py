@@ -165,7 +165,11 @@ def _run_ray(pending, store, report, bar, *, address, device, num_workers, cpus_
         return
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except ConnectionError as err:
+            raise ConfigError(f"--address {address}: {err} Start one with `ray start --head`, or leave --address out "
+                              "to start Ray on this machine") from None  # fmt: skip
     try:
         gpu = _wants_gpu(device, ray.cluster_resources())
         task = ray.remote(_ray_task)
