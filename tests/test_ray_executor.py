@@ -192,6 +192,7 @@ def test_executor_flags_and_their_errors(tmp_path, monkeypatch):
         execute([], store, executor="ray")
 
 
+@pytest.mark.slow
 def test_the_executors_import_without_ray():
     code = "import sys; sys.modules['ray'] = None; import anomalyclip.experiments.executors"
     root = str(Path(__file__).resolve().parents[1])

@@ -3,9 +3,9 @@ runs each as a Ray task (one GPU, or `cpus_per_job` CPUs) on a machine's cores a
 
 Both write the same run store through `run_job`, so a plan can be started with one executor and resumed with the
 other. Tasks get paths (data roots, backbone weights, the store), never the data: every node must see those paths.
-A task whose worker dies is run again by Ray (`max_retries` times) and leaves no result behind; a job that fails on
-its input fails once, is recorded in the store's `failed/` and reported, and the other jobs go on; any other error
-(a bug) stops the plan, as it does locally.
+A job whose worker dies leaves nothing half-written and is run again by Ray, up to `max_retries` times (then it is
+reported as failed); a job that fails on its input fails once, is recorded in the store's `failed/` and reported, and
+the other jobs go on; any other error (a bug) stops the plan, as it does locally.
 """
 
 from __future__ import annotations

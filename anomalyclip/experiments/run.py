@@ -34,14 +34,6 @@ def folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "target"
 
 
-def _feature_cache_folder(job: Job, root: str | os.PathLike, device: str | torch.device) -> Path:
-    """The folder under `root` caching the training features of a learning `job`: one per training source, backbone,
-    vision settings, device type and code version, so jobs that differ only in what they learn share one pass."""
-    shared = {"train": asdict(job.train), "device": torch.device(device).type, "code": code_version()}  # type: ignore
-    shared |= {name: job.config.get(name) for name in ("backbone", "pretrained", "vision")}
-    return Path(root) / hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def run_job(
     job: Job,
     store: RunStore,
@@ -105,6 +97,14 @@ def _compute(job: Job, workspace, device, num_workers, progress, feature_cache) 
         }
     data["settings"]["precision"] = job.precision
     return data
+
+
+def _feature_cache_folder(job: Job, root: str | os.PathLike, device: str | torch.device) -> Path:
+    """The folder under `root` caching the training features of a learning `job`: one per training source, backbone,
+    vision settings, device type and code version, so jobs that differ only in what they learn share one pass."""
+    shared = {"train": asdict(job.train), "device": torch.device(device).type, "code": code_version()}  # type: ignore
+    shared |= {name: job.config.get(name) for name in ("backbone", "pretrained", "vision")}
+    return Path(root) / hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _plain(value: Any) -> float | None:
