@@ -6,10 +6,15 @@ are the same in every epoch; only the cheap text side changes. Kept in memory or
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,15 +107,34 @@ class FeatureCache:
         num_workers: int | None = None,
         progress: bool = True,
     ) -> FeatureCache:
-        """One backbone pass over `dataset`; with `directory`, memory-mapped `.npy` files reused when the key fits."""
+        """One backbone pass over `dataset`; with `directory`, memory-mapped `.npy` files reused when the key fits.
+
+        Builders of one directory take turns (a lock file beside it) and publish a complete folder by renaming it,
+        so concurrent jobs neither repeat the pass nor read half-written arrays (a killed builder leaves only its
+        hidden staging folder).
+        """
         if dtype not in CACHE_DTYPES:
             raise ConfigError(f"cache dtype {dtype!r}; expected one of {sorted(CACHE_DTYPES)}")
-        key = cache_key(model, dataset, dtype) if directory is not None else None
-        if directory is not None:
-            cached = cls._open(Path(directory), key)
+        if directory is None:
+            return cls._from_arrays(*cls._encode(model, dataset, None, dtype, None, batch_size, num_workers, progress))
+        key = cache_key(model, dataset, dtype)
+        directory = Path(directory)
+        with _exclusive(directory.with_name(directory.name + ".lock")):
+            cached = cls._open(directory, key)
             if cached is not None:
                 log.info("feature cache: reusing %s", directory)
                 return cached
+            staging = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                cls._encode(model, dataset, key, dtype, staging, batch_size, num_workers, progress)
+                _replace(staging, directory)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return cls._open(directory, key)  # type: ignore[return-value]
+
+    @classmethod
+    def _encode(cls, model, dataset, key, dtype, directory, batch_size, num_workers, progress) -> tuple[dict, list]:
+        """The arrays of one backbone pass (in memory, or `.npy` files under `directory` with `cache.json` last)."""
         categories = [r.category for r in dataset.records]
         torch_dtype = CACHE_DTYPES[dtype]
         n, size = len(dataset), dataset.image_transform.size
@@ -140,7 +164,7 @@ class FeatureCache:
                     value.flush()
             meta = {"key": key, "n": n, "layers": len(parts) - 1, "categories": categories}
             (Path(directory) / "cache.json").write_text(json.dumps(meta))
-        return cls._from_arrays(arrays, categories)
+        return arrays, categories
 
     @staticmethod
     def _allocate(parts: dict[str, np.ndarray], n: int, size: int, directory: str | Path | None) -> dict:
@@ -151,8 +175,7 @@ class FeatureCache:
         if directory is None:
             return {k: np.empty(s, dtype=t) for k, (s, t) in shapes_and_types.items()}
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "cache.json").unlink(missing_ok=True)
+        directory.mkdir(parents=True)
         return {
             k: np.lib.format.open_memmap(directory / f"{k}.npy", mode="w+", dtype=t, shape=s)
             for k, (s, t) in shapes_and_types.items()
@@ -195,3 +218,25 @@ class FeatureCache:
 def device_autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on a GPU, nothing on a CPU (fp32 there matches the official numbers)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` for the block; the system releases it if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("feature cache: waiting for another process building %s", path.with_suffix(""))
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _replace(new: Path, old: Path) -> None:
+    """Put the complete folder `new` where `old` is, by renames: whoever has the old arrays open keeps them."""
+    if old.exists():
+        retired = old.with_name(f".{old.name}.{uuid.uuid4().hex[:8]}.old")
+        os.rename(old, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+    os.rename(new, old)

@@ -6,17 +6,22 @@ The local executor runs the pending jobs of a plan one after the other in this p
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from anomalyclip.engine.evaluation import evaluate
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
-from anomalyclip.experiments.jobs import Job, unique
+from anomalyclip.experiments.jobs import Job, code_version, unique
 from anomalyclip.experiments.store import JobResult, RunStore
 from anomalyclip.methods import build_detector
 from anomalyclip.methods.registry import method_config_from_dict
@@ -36,15 +41,17 @@ def run_job(
     device: str | torch.device = "cpu",
     num_workers: int | None = 0,
     progress: bool = False,
+    feature_cache: str | os.PathLike | None = None,
 ) -> JobResult:
     """The stored result of `job`, computing it first if needed. An error in the job's input is recorded in the
-    store (`failed/`) and raised; nothing half-written stays behind."""
+    store (`failed/`) and raised; nothing half-written stays behind. A learning method's training features are
+    cached on disk under `feature_cache` (default: the store's `feature_cache/`) for the next job that needs them."""
     done = store.get(job)
     if done is not None:
         return done
     workspace = store.workspace(job)
     try:
-        data = _compute(job, workspace, device, num_workers, progress)
+        data = _compute(job, workspace, device, num_workers, progress, feature_cache or store.feature_cache)
     except AnomalyCLIPError as err:
         store.discard(workspace)
         store.record_failure(job, err)
@@ -55,7 +62,7 @@ def run_job(
     return store.commit(job, workspace, data)
 
 
-def _compute(job: Job, workspace, device, num_workers, progress) -> dict[str, Any]:
+def _compute(job: Job, workspace, device, num_workers, progress, feature_cache) -> dict[str, Any]:
     config = method_config_from_dict(job.method, job.config)
     detector = build_detector(job.method, config=config, shots=job.shots, device=device)
     data: dict[str, Any] = {"method": job.method, "settings": detector.describe(), "targets": {}, "timings": {}}
@@ -63,7 +70,8 @@ def _compute(job: Job, workspace, device, num_workers, progress) -> dict[str, An
         if job.train is None:
             raise ConfigError(f"method {job.method} learns its parameters: its job needs a training source")
         start = time.perf_counter()
-        fitted = detector.fit(job.train.records(), workspace / "train", num_workers=num_workers, progress=progress)
+        fitted = detector.fit(job.train.records(), workspace / "train", num_workers=num_workers, progress=progress,
+                              cache="disk", cache_dir=_feature_cache_folder(job, feature_cache, device))  # fmt: skip
         data["timings"]["train_seconds"] = time.perf_counter() - start
         data["checkpoint"] = str(fitted.checkpoint.relative_to(workspace))
     elif job.train is not None:
@@ -91,6 +99,14 @@ def _compute(job: Job, workspace, device, num_workers, progress) -> dict[str, An
     return data
 
 
+def _feature_cache_folder(job: Job, root: str | os.PathLike, device: str | torch.device) -> Path:
+    """The folder under `root` caching the training features of a learning `job`: one per training source, backbone,
+    vision settings, device type and code version, so jobs that differ only in what they learn share one pass."""
+    shared = {"train": asdict(job.train), "device": torch.device(device).type, "code": code_version()}  # type: ignore
+    shared |= {name: job.config.get(name) for name in ("backbone", "pretrained", "vision")}
+    return Path(root) / hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _plain(value: Any) -> float | None:
     value = float(value)
     return None if value != value else value
@@ -104,6 +120,7 @@ def run_jobs(
     num_workers: int | None = 0,
     progress: bool = True,
     on_done: Callable[[Job, JobResult | None, BaseException | None], None] | None = None,
+    feature_cache: str | os.PathLike | None = None,
 ) -> dict[str, JobResult]:
     """Run the pending jobs of a plan in this process; a job that fails on its input is reported and the rest go
     on. Returns the results by job id (failed jobs are absent; `store.failure(job)` says why)."""
@@ -114,7 +131,8 @@ def run_jobs(
         if cached is None and progress:
             log.info("job %d/%d: %s %s (%s)", index, len(plan), job.method, job.id, dict(job.tags))
         try:
-            results[job.id] = cached or run_job(job, store, device=device, num_workers=num_workers, progress=False)
+            results[job.id] = cached or run_job(job, store, device=device, num_workers=num_workers, progress=False,
+                                                feature_cache=feature_cache)  # fmt: skip
         except AnomalyCLIPError as err:
             log.error("job %s (%s) failed: %s", job.id, job.method, err)
             if on_done is not None:

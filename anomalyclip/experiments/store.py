@@ -10,6 +10,8 @@ Layout (stable; other machines write to it through the same functions):
     <root>/failed/<job id>.json           the error of a job that failed on its input (removed when it succeeds)
     <root>/executions.log                 one line per job actually executed: a counter for resumption
     <root>/tmp/                           work in progress; renamed into jobs/ only when complete
+    <root>/feature_cache/<key>/           training features shared by jobs on one source (the default place; any
+                                          folder may be deleted: the next job that needs it builds it again)
 
 A job's folder appears by one `rename` of a complete folder, so a crash leaves at most a stale `tmp/` entry.
 """
@@ -63,6 +65,11 @@ class RunStore:
     def folder(self, job: Job) -> Path:
         return self.root / "jobs" / job.id
 
+    @property
+    def feature_cache(self) -> Path:
+        """The default folder of the training-feature caches that jobs share."""
+        return self.root / "feature_cache"
+
     def get(self, job: Job) -> JobResult | None:
         """The stored result of `job`, or None if it has not finished."""
         folder = self.folder(job)
@@ -85,6 +92,11 @@ class RunStore:
         for folder in sorted((self.root / "jobs").glob("*/result.json")):
             job = Job.from_dict(json.loads((folder.parent / "job.json").read_text()))
             yield JobResult(job, folder.parent, json.loads(folder.read_text()))
+
+    def in_progress(self) -> set[str]:
+        """Ids of the jobs with a workspace under `tmp/`: being computed now (or killed while computing)."""
+        folder = self.root / "tmp"
+        return {path.name.split("-")[0] for path in folder.iterdir()} if folder.is_dir() else set()
 
     def workspace(self, job: Job) -> Path:
         """A fresh private folder to compute `job` in; `commit` moves it into place."""
