@@ -71,7 +71,7 @@ def _compute(job: Job, workspace, device, num_workers, progress, feature_cache) 
             raise ConfigError(f"method {job.method} learns its parameters: its job needs a training source")
         start = time.perf_counter()
         fitted = detector.fit(job.train.records(), workspace / "train", num_workers=num_workers, progress=progress,
-                              cache="disk", cache_dir=_feature_cache_folder(job, feature_cache, device))  # fmt: skip
+                              cache_dir=_feature_cache_folder(job, feature_cache, device))  # fmt: skip
         data["timings"]["train_seconds"] = time.perf_counter() - start
         data["checkpoint"] = str(fitted.checkpoint.relative_to(workspace))
     elif job.train is not None:

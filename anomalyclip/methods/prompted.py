@@ -97,11 +97,14 @@ class PromptedDetector(Detector):
         )
 
     def fit(self, records: Sequence[Any], out_dir: str | Path, **options: Any) -> Any:
-        """Learn the prompts with the official recipe (`anomalyclip.engine.train`)."""
+        """Learn the prompts with the official recipe (`anomalyclip.engine.train`); a `cache_dir` keeps the feature
+        cache on disk there."""
         if not self.learns:
             return super().fit(records, out_dir, **options)
         from anomalyclip.engine.training import train
 
+        if options.get("cache_dir") is not None:
+            options.setdefault("cache", "disk")
         return train(self.model, records, out_dir, method=self.name, **options)
 
     def describe(self) -> dict[str, Any]:

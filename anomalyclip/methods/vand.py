@@ -429,9 +429,11 @@ class VAND(Detector):
         mask_threshold: int = DEFAULT_MASK_THRESHOLD,
         amp: bool = True,
         progress: bool = True,
+        cache_dir: str | os.PathLike | None = None,
     ) -> VANDFitResult:
         """Train the linear layers on auxiliary `records` with train.py's recipe (shuffled batches, mosaics at
         `mosaic_rate`, focal + dice per block, Adam); writes `epoch_N.pt` (project format) after every epoch.
+        `cache_dir` is unused: mosaics change the images every epoch, so no feature cache can serve them.
 
         `amp` runs the frozen backbone under fp16 autocast on a GPU, as the authors' runs do; the linear layers and
         the loss stay fp32. The backbone's tokens are recomputed every epoch (mosaics change the images).
