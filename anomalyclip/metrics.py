@@ -1,10 +1,11 @@
 """Evaluation metrics of AnomalyCLIP: image and pixel AUROC and AP, max-F1, and AUPRO (official and reference).
 
-Every number is exact (no histogram approximation). Per category the pixel scores are split once by the ground
-truth: negatives are sorted once (only their top part when AUPRO alone needs them), positives keep the id of their
-connected ground-truth region (labelled once per mask, 8-connectivity), and each metric reads its thresholds off
-these arrays with `searchsorted` and `bincount` instead of re-binarising the maps. Undefined metrics (e.g. AUROC of a
-category without normal images) are NaN with a reason, never an exception; malformed input raises `MetricError`.
+Every number is exact (no histogram approximation). Per category all pixel scores are kept in one array, sorted once
+(only its top part when AUPRO alone needs it), and the anomalous pixels' scores are kept apart with the id of their
+connected ground-truth region (labelled once per mask, 8-connectivity). Each metric reads its thresholds off these
+arrays with `searchsorted` instead of re-binarising the maps; what it counts of the normal pixels is the count over
+all pixels minus the anomalous ones'. Undefined metrics (e.g. AUROC of a category without normal images) are NaN
+with a reason, never an exception; malformed input raises `MetricError`.
 
 The official AUPRO grid is built in the maps' precision, at least float32: the official pipeline holds float32 maps,
 and a float32 grid reproduces its numbers exactly (a float64 grid moves AUPRO by ~1e-6, a float16 one by ~1e-2).
@@ -34,7 +35,7 @@ AUPRO_VARIANTS = {"official": "pixel_aupro", "reference": "pixel_aupro_reference
 OFFICIAL_STEPS = 200
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-_RESERVED_BATCHES = 32
+_RESERVED_BYTES = 1 << 28  # room the pixel scores of a category take at once: 64 M float32 scores
 
 
 class _Result(NamedTuple):
@@ -252,7 +253,7 @@ def _ranks(
         past_own = first + own[part]
         tied = np.flatnonzero(window.take(past_own, mode="clip") == needles)
         tied = tied[past_own[tied] < window.size]
-        extra[part][tied] = _search(window, needles[tied], "right") - past_own[tied]
+        extra[i * block + tied] = _search(window, needles[tied], "right") - past_own[tied]
         below[part] = first + start
     return below, extra
 
@@ -435,19 +436,22 @@ def _regions(mask: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 class _Column:
-    """A 1-D array filled batch by batch, grown by doubling like a list. The first batch reserves room for
-    `_RESERVED_BATCHES` batches: memory pages are committed only when written, so room costs address space, not RAM,
-    and a category's scores are then written once, with no list of batches to concatenate into a second copy."""
+    """A 1-D array filled batch by batch, grown by doubling like a list, with room for `reserve` values from the start.
 
-    def __init__(self, dtype: np.dtype | type) -> None:
+    Memory pages are committed only when written, so room costs address space, not RAM: a category's scores are then
+    written once, never gathered from a list of batches into a second copy.
+    """
+
+    def __init__(self, dtype: np.dtype | type, reserve: int = 0) -> None:
         self._data = np.empty(0, dtype)
+        self._reserve = reserve
         self.size = 0
 
     def extend(self, values: np.ndarray) -> None:
         """Append `values` (cast to the column's dtype)."""
         end = self.size + values.size
         if end > self._data.size:
-            grown = np.empty(max(end, 2 * self._data.size, _RESERVED_BATCHES * values.size), self._data.dtype)
+            grown = np.empty(max(end, 2 * self._data.size, self._reserve), self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : end] = values.reshape(-1)
@@ -515,7 +519,7 @@ class CategoryAccumulator:
         if self._dtype is None:
             self._dtype = maps.dtype
             working = np.promote_types(maps.dtype, np.float32)
-            self._values, self._pos = _Column(working), _Column(working)
+            self._values, self._pos = _Column(working, _RESERVED_BYTES // working.itemsize), _Column(working)
         self._values.extend(maps)
         for i in np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1)):
             scores, ids, count = _regions(masks[i], maps[i])
