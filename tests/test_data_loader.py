@@ -15,7 +15,8 @@ def test_loader_batches_with_workers(tmp_path):
     assert [len(b["label"]) for b in batches] == [4, 4, 1]
     first = batches[0]
     assert first["image"].shape == (4, 3, 42, 42) and first["image"].dtype == torch.float32
-    assert first["mask"].shape == (4, 1, 42, 42) and set(first["mask"].unique().tolist()) <= {0.0, 1.0}
+    assert first["mask"].shape == (4, 1, 42, 42) and first["mask"].dtype == torch.uint8
+    assert set(first["mask"].unique().tolist()) <= {0, 1}
     labels = torch.cat([b["label"] for b in batches])
     masks = torch.cat([b["mask"] for b in batches])
     assert labels.tolist() == [r.label for r in records]

@@ -229,6 +229,29 @@ def test_streaming_batches_equals_one_call():
     assert streamed == M.evaluate_category(masks, maps, labels, scores, M.ALL_METRICS)
 
 
+def test_streaming_through_growing_arrays_equals_one_call(monkeypatch):
+    monkeypatch.setattr(M, "_RESERVED_BYTES", 64)  # no room reserved: every array grows by doubling
+    masks, maps = random_case(42, 11, 16, 18, levels=6)
+    labels, scores = masks.any(axis=(1, 2)).astype(int), maps.max(axis=(1, 2))
+    accumulator = M.CategoryAccumulator()
+    for start, stop in [(0, 1), (1, 2), (2, 6), (6, 11)]:
+        accumulator.update(masks[start:stop], maps[start:stop], labels[start:stop], scores[start:stop])
+        if start == 1:
+            accumulator.compute(M.ALL_METRICS)  # sorts what it holds so far; later batches append to it
+    assert accumulator.compute(M.ALL_METRICS) == M.evaluate_category(masks, maps, labels, scores, M.ALL_METRICS)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 4096])
+def test_blocked_ranks_equal_searchsorted(block):
+    rng = np.random.default_rng(block)
+    values = np.sort(rng.integers(0, 12, 60).astype(np.float32))
+    needles, own = np.unique(values[rng.integers(0, 60, 9)], return_counts=True)  # found among values, with ties
+    own = np.minimum(own, np.searchsorted(values, needles, "right") - np.searchsorted(values, needles, "left"))
+    below, extra = M._ranks(values, needles, own, block)
+    assert np.array_equal(below, np.searchsorted(values, needles, "left"))
+    assert np.array_equal(below + own + extra, np.searchsorted(values, needles, "right"))
+
+
 # -------------------------------------------------------------------------------------------------- tables
 
 

@@ -30,7 +30,7 @@ def load_pair(record: Record, mask_threshold: int = DEFAULT_MASK_THRESHOLD) -> t
 
 
 class AnomalyDataset(torch.utils.data.Dataset):
-    """Items {image (3,S,S), mask (1,S,S) 0/1, label, category, defect, path}, official transforms."""
+    """Items {image (3,S,S) float, mask (1,S,S) uint8 0/1, label, category, defect, path}, official transforms."""
 
     def __init__(
         self,

@@ -93,6 +93,7 @@ def read_mask(path: str | Path, threshold: int = DEFAULT_MASK_THRESHOLD, crop: B
     """
     if not 1 <= threshold <= 255:
         raise DataError(f"mask threshold {threshold} is out of range; expected an integer in 1..255")
-    grey = np.asarray(_open(Path(path)).convert("L"))
-    binary = grey >= (1 if grey.max(initial=0) == 1 else threshold)
-    return _crop(Image.fromarray(binary.astype(np.uint8) * 255), crop, Path(path))
+    grey = _open(Path(path))
+    grey = grey if grey.mode == "L" else grey.convert("L")
+    cut = 1 if grey.getextrema()[1] == 1 else threshold
+    return _crop(grey.point([0] * cut + [255] * (256 - cut)), crop, Path(path))

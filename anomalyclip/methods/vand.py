@@ -456,7 +456,7 @@ class VAND(Detector):
             loader = make_loader(data, batch_size, shuffle=True, num_workers=num_workers, seed=self.config.seed + epoch)
             for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress)):
                 images = batch["image"].to(self.device)
-                masks = batch["mask"][:, 0].to(self.device)
+                masks = batch["mask"][:, 0].to(self.device, torch.float32)
                 text = torch.stack([texts[c] for c in batch["category"]])
                 with autocast:
                     features = self.encode(images)
