@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_model
+from support import tiny_model
 
 from anomalyclip.backbone import default_tag, load_backbone
 from anomalyclip.checkpoint import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import require_shared, tiny_model
+from support import require_shared, tiny_model
 
 from anomalyclip.checkpoint import save_checkpoint
 from anomalyclip.cli import main

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip.cli import main
 from anomalyclip.conformance import bundle_config, run_conformance

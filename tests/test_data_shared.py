@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip.data import (
     DATASETS,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip.data import (
     OFFICIAL_MASK_THRESHOLD,

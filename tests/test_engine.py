@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 from PIL import Image
+from support import tiny_model
 
 from anomalyclip.checkpoint import save_checkpoint, save_official_checkpoint
 from anomalyclip.cli import main

@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED
+from support import SHARED
 
 from anomalyclip.checkpoint import save_official_checkpoint
 from anomalyclip.cli import main

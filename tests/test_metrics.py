@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from conftest import require_shared
 from scipy import ndimage
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+from support import require_shared
 
 from anomalyclip import metrics as M
 from anomalyclip.errors import MetricError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_model
+from support import tiny_model
 
 from anomalyclip.backbone import load_backbone
 from anomalyclip.config import PromptConfig, VisionConfig

@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip import paper
 from anomalyclip.paper import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip import reproduce as rp
 from anomalyclip.errors import AnomalyCLIPError

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared
+from support import require_shared
 
 from anomalyclip.conformance import _read_json
 from anomalyclip.conformance_winclip import bundle_config, check_winclip_bundle
