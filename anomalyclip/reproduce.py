@@ -369,13 +369,16 @@ def reproduce(
     run_store: str | os.PathLike = "runs",
     allow_missing: bool = False,
     sets: Mapping[str, Any] | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Path:
     """Run the jobs a profile's notebooks need into the run store, then the notebooks into `out`/<profile>/, then
     write the scorecard (`index.md`); return the manifest. Finished jobs are reused, so a second run (or one after
     a crash) computes only what is missing. A failing notebook stops the job (the manifest records it). The manifest
     keeps its entries for notebooks not run this time whose executed copies are still in the folder.
 
-    `sets` overrides any declared notebook parameter (`--set NAME=VALUE`)."""
+    `sets` overrides any declared notebook parameter (`--set NAME=VALUE`); `executor` (`local` or `ray`, with a Ray
+    cluster's `address`) runs the jobs (`anomalyclip.experiments.executors.execute`)."""
     from anomalyclip.reports import honesty_banner, write_manifest
 
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -391,7 +394,7 @@ def reproduce(
     if missing:
         raise ReproduceError(f"notebook(s) not found: {missing}; pass the folder that holds them with --notebooks-dir")
     output_dir(out_dir)
-    jobs = run_planned_jobs(runs)
+    jobs = run_planned_jobs(runs, executor=executor, address=address)
     earlier = earlier_runs(out_dir, profile)
     for folder in REPORT_FOLDERS:
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -451,10 +454,11 @@ def reproduce(
     return manifest
 
 
-def run_planned_jobs(runs: Sequence[PlannedRun]) -> dict[str, Any]:
+def run_planned_jobs(runs: Sequence[PlannedRun], executor: str = "local", address: str | None = None) -> dict[str, Any]:
     """Run the union of the jobs the planned notebooks need (`experiments.plans.PLANS`) into their run store; what
     the manifest and the scorecard say about them: protocol, precision, datasets, skipped datasets, jobs."""
-    from anomalyclip.experiments import run_jobs, unique
+    from anomalyclip.experiments import unique
+    from anomalyclip.experiments.executors import execute
     from anomalyclip.experiments.plans import PLANS, Setup, datasets
     from anomalyclip.scorecard import job_summaries
 
@@ -467,7 +471,7 @@ def run_planned_jobs(runs: Sequence[PlannedRun]) -> dict[str, Any]:
     store = setup.store()
     log.info("%d jobs, %d already in the run store %s", len(jobs), sum(store.get(j) is not None for j in jobs),
              store.root)  # fmt: skip
-    results = run_jobs(jobs, store, device=setup.device, progress=True)
+    results = execute(jobs, store, executor=executor, address=address, device=setup.device).results
     failures = [store.failure(j) for j in jobs if j.id not in results]
     return {
         "protocol": setup.protocol,
@@ -506,6 +510,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="paper profile: run the datasets present, not stop at a missing one")  # fmt: skip
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
                         help="override a notebook parameter, e.g. --set epochs=1 (YAML value); repeatable")  # fmt: skip
+    parser.add_argument("--executor", default="local",
+                        help="local (default): one job after the other here; ray: each job a Ray task")  # fmt: skip
+    parser.add_argument("--address", help="the Ray cluster for --executor ray: auto or HOST:PORT (default: a new one)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, with parameters, and stop")
     parser.set_defaults(func=_main)
 
@@ -550,6 +557,8 @@ def _main(args: argparse.Namespace) -> int:
         run_store=args.run_store,
         allow_missing=args.allow_missing,
         sets=sets,
+        executor=args.executor,
+        address=args.address,
     )
     written = json.loads(manifest.read_text())
     for name, seconds in written["notebooks_wall_time_s"].items():

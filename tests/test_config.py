@@ -69,8 +69,8 @@ def test_a_field_without_a_definition_is_refused() -> None:
     [
         ({"vision": {"dpam_mode": "xx"}}, "vision.dpam_mode = 'xx': expected one of ['vv', 'qq', 'kk']"),
         ({"head": {"temperature": -1}}, "head.temperature = -1: expected a number > 0"),
-        ({"train": {"epochs": "15"}}, "train.epochs = '15': expected an integer >= 0"),
-        ({"train": {"epochs": True}}, "train.epochs = True: expected an integer >= 0"),
+        ({"train": {"epochs": "15"}}, "train.epochs = '15': expected an integer >= 1"),
+        ({"train": {"epochs": True}}, "train.epochs = True: expected an integer >= 1"),
         ({"train": {"batch_size": 0}}, "train.batch_size = 0: expected an integer >= 1"),
         ({"train": {"lr": float("inf")}}, "train.lr = inf: expected a number > 0"),
         ({"train": {"betas": [0.5]}}, "train.betas = [0.5]: expected a list of 2 numbers each >= 0 and < 1"),
@@ -133,9 +133,9 @@ def test_a_config_file_written_from_a_config_reads_back_equal(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("extra", "content", "expected"),
     [
-        (["--epochs", "-1"], None, "train.epochs = -1: expected an integer >= 0"),
+        (["--epochs", "-1"], None, "train.epochs = -1: expected an integer >= 1"),
         (["--lr", "0"], None, "train.lr = 0.0: expected a number > 0"),
-        ([], "train:\n  epochs: '15'\n", "bad.yaml: train.epochs = '15': expected an integer >= 0"),
+        ([], "train:\n  epochs: '15'\n", "bad.yaml: train.epochs = '15': expected an integer >= 1"),
         ([], "vision: {dpam_mode: xx}\n", "bad.yaml: vision.dpam_mode = 'xx'"),
         ([], "train: [1, 2\n", "bad.yaml is not valid YAML/JSON"),
         ([], "- 1\n", "bad.yaml must hold a mapping of configuration sections, got list"),
