@@ -27,6 +27,10 @@ def _main(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict()))
     else:
         for c in report.checks:
-            print(f"{c.name:32s} max_abs={c.max_abs:.3e} tol={c.tol:.1e} {'ok' if c.ok else 'FAIL'}")
-        print(f"{sum(c.ok for c in report.checks)} passed, {sum(not c.ok for c in report.checks)} failed")
+            note = f"  ({c.note})" if c.note else ""
+            print(f"{c.name:32s} max_abs={c.max_abs:.3e} tol={c.tol:.1e} {'ok' if c.ok else 'FAIL'}{note}")
+        for key in report.missing:
+            print(f"{key:32s} not in expected.npz: not compared")
+        passed, failed = sum(c.ok for c in report.checks), sum(not c.ok for c in report.checks)
+        print(f"{passed} passed, {failed} failed, {len(report.missing)} not in the bundle")
     return 0 if report.passed else 1
