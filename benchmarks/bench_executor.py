@@ -136,7 +136,7 @@ def paper_plan(data_root: Path, weights: str | None, epochs: int) -> list[Job]:
     found = {DATASET_NAMES.get(name, folder): (name, folder) for folder, name in discover_datasets(data_root).items()}
     sources = {title: DataSource(title, name, str(data_root / folder)) for title, (name, folder) in found.items()}
     config = AnomalyCLIPConfig(backbone="ViT-L-14-336", pretrained=weights, train=TrainConfig(epochs=epochs)).to_dict()
-    return table_jobs(PAPER, sources, {method: config for method in PROMPTED})
+    return table_jobs(PAPER, sources, list(PROMPTED), lambda method, train: config)
 
 
 def bench_paper(args: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ def sources(tmp_path_factory):
 @pytest.fixture(scope="module")
 def plan(sources) -> list[Job]:
     """CLIP on both domains and AnomalyCLIP trained each way: three independent jobs."""
-    return table_jobs(SMOKE, sources, {"clip": CONFIG, "anomalyclip": CONFIG})
+    return table_jobs(SMOKE, sources, ["clip", "anomalyclip"], lambda method, train: CONFIG)
 
 
 @pytest.fixture(scope="module")
