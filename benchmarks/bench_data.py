@@ -1,17 +1,18 @@
 """Images per second of the data layer at 518 px (decode, resize, normalise, masks) with 0..N worker processes.
 
 Run: python benchmarks/bench_data.py [ROOT --dataset NAME] [--n 96]. Without ROOT it reads the MVTec AD grid
-(1024x1024 PNG) and hazelnut_toy (512x512 JPEG) folders of ../shared/datasets.
+(1024x1024 PNG) and hazelnut_toy (512x512 JPEG) folders of ../shared/datasets (or $ANOMALYCLIP_SHARED/datasets).
 
-Output on the 2-core development machine (Intel Xeon @ 2.50GHz, torch 2.14 CPU; load average ~3 from other jobs
-sharing the cores while it ran, so these are lower bounds):
+Output on the 2-core development machine (KVM "Intel Xeon Processor" with AVX-512, torch 2.14 CPU; load average
+~4 from other jobs sharing the cores, so the images/s are lower bounds, the CPU ms per image steadier):
     dataset: 54 images (mvtec 21 + generic 33), cycled to 96, 518 px, batch 8
-    workers=0     15.1 images/s
-    workers=1     25.1 images/s
-    workers=2     31.6 images/s
-Per image (one process): decode 18 ms (1024x1024 PNG / 512x512 JPEG), bicubic resize + normalise 21 ms, mask 5 ms.
-ViT-L/14@336 at 518 px runs at ~9 images/s on an RTX 3090 (the paper's 8.92 FPS), so two worker processes feed
-it about three times over; on a machine with more cores the rate grows with --workers.
+    workers=0     32.1 images/s   CPU  32.2 ms per image (all processes)
+    workers=1     58.8 images/s   CPU  18.5 ms per image (all processes)
+    workers=2     69.2 images/s   CPU  19.4 ms per image (all processes)
+Per image (one process): decode 11.4 ms (1024x1024 grey PNG) / 5.1 ms (512x512 JPEG), bicubic resize 3.3 / 3.0 ms,
+normalisation 1.1 ms, mask 4.4 / 2.3 ms when there is one; the DataLoader adds ~4 ms (shared-memory batches,
+worker start). Decode and resize (PIL, exact) are two thirds of it. ViT-L/14@336 at 518 px runs at ~9 images/s
+on an RTX 3090 (the paper's 8.92 FPS), so two worker processes feed it several times over.
 
 `--synthetic` times writing the default synthetic dataset instead (the smoke runs and tests make it on the fly; it
 should take a few seconds at most). Output on the same machine, load average ~8 from other jobs:
