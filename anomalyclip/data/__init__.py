@@ -6,8 +6,9 @@ line and the dataset specs do not pull in torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from anomalyclip.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from anomalyclip.data.adapters import DATASETS, DatasetInfo, list_dataset, load_records, prepare_sdd
@@ -71,7 +72,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)

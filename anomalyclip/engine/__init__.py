@@ -5,8 +5,9 @@ Names load on first use, so that `anomalyclip.engine.cli` (the command line) doe
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from anomalyclip.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from anomalyclip.engine.evaluation import EvaluationResult, evaluate
@@ -44,7 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)

@@ -6,8 +6,9 @@ the specs) import each other's modules in either order.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from anomalyclip.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from anomalyclip.data.adapters.registry import DATASETS, DatasetInfo, list_dataset, load_records, resolve
@@ -26,7 +27,4 @@ _HOMES = {
 __all__ = ["DATASETS", "DatasetInfo", "list_dataset", "load_records", "prepare_sdd", "resolve", "sdd_boxes"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _HOMES)
