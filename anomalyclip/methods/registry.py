@@ -115,15 +115,14 @@ def _backbone_changes(config: Any, backbone: str | None, pretrained: str | None,
 def _prompted(method, config, checkpoint, backbone, pretrained, image_size, device) -> PromptedDetector:
     from anomalyclip.engine.loading import load_model
 
-    if config is not None and not isinstance(config, AnomalyCLIPConfig):
-        raise ConfigError(f"method {method} takes an AnomalyCLIPConfig, got {type(config).__name__}")
     if checkpoint is not None:
+        config = None if config is None else _typed(AnomalyCLIPConfig, method, config)
         model = load_model(checkpoint, config=config, backbone=backbone, pretrained=pretrained,
                            image_size=image_size, device=device)  # fmt: skip
         return PromptedDetector(model, method)
     from anomalyclip.backbone import load_backbone
 
-    config = config or AnomalyCLIPConfig()
+    config = _typed(AnomalyCLIPConfig, method, config)
     if backbone is not None or pretrained is not None:
         config = config.replace(backbone=backbone or config.backbone, pretrained=pretrained)
     if image_size is not None:
