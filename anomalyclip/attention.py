@@ -43,13 +43,17 @@ def dual_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mode: DpamMode)
     """DPAM: the original Q-K attention and the diagonally prominent one (V-V, Q-Q or K-K) on the same input.
 
     Both use the same scale (head_dim^-0.5) and out-projection; the second replaces queries and keys by the chosen
-    projection, so each token attends most to itself. Returns (original, dpam).
+    projection, so each token attends most to itself. An ensemble mode ("qq+kk+vv", revised Table 12) averages the
+    outputs of the listed attentions (the paper gives no formula; this is our reading). Returns (original, dpam).
     """
     q, k, v = qkv(attn, x)
-    same = {"vv": v, "qq": q, "kk": k}[mode]
-    out = F.scaled_dot_product_attention(torch.cat([q, same]), torch.cat([k, same]), torch.cat([v, v]))
-    original, dpam = attn.out_proj(merge_heads(out)).chunk(2, dim=0)
-    return original, dpam
+    pairs = {"qk": (q, k), "vv": (v, v), "qq": (q, q), "kk": (k, k)}
+    chosen = [pairs[name] for name in mode.split("+")]
+    queries = torch.cat([q, *(left for left, _ in chosen)])
+    keys = torch.cat([k, *(right for _, right in chosen)])
+    out = F.scaled_dot_product_attention(queries, keys, v.repeat(1 + len(chosen), 1, 1, 1))
+    original, *dpam = attn.out_proj(merge_heads(out)).chunk(1 + len(chosen), dim=0)
+    return original, dpam[0] if len(dpam) == 1 else torch.stack(dpam).mean(dim=0)
 
 
 def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
@@ -72,8 +76,10 @@ def dpam_block_forward(
 
 
 def attention_weights(attn: nn.MultiheadAttention, x: torch.Tensor, mode: str = "qk") -> torch.Tensor:
-    """(B, L, L) head-averaged attention probabilities of `x` for 'qk' (CLIP) or a DPAM mode ('vv', 'qq', 'kk')."""
+    """(B, L, L) head-averaged attention probabilities of `x` for 'qk' (CLIP) or a DPAM mode ('vv', 'qq', 'kk', or an
+    ensemble such as 'qq+kk+vv': the mean of their probabilities)."""
     q, k, v = qkv(attn, x)
-    left, right = {"qk": (q, k), "vv": (v, v), "qq": (q, q), "kk": (k, k)}[mode]
-    scores = left @ right.transpose(-1, -2) * left.shape[-1] ** -0.5
-    return scores.softmax(dim=-1).mean(dim=1)
+    pairs = {"qk": (q, k), "vv": (v, v), "qq": (q, q), "kk": (k, k)}
+    chosen = [pairs[name] for name in mode.split("+")]
+    weights = [(a @ b.transpose(-1, -2) * a.shape[-1] ** -0.5).softmax(dim=-1) for a, b in chosen]
+    return torch.stack(weights).mean(dim=0).mean(dim=1)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 from anomalyclip.errors import ConfigError
 from anomalyclip.settings import Settings, from_mapping, read_file, setting
 
-DpamMode = Literal["vv", "qq", "kk"]
+DpamMode = Literal["vv", "qq", "kk", "qq+kk+vv", "qk+qq+kk+vv"]
+"""V-V is the paper's; the ensembles (revised Table 12) average the listed attentions."""
 
 
 @dataclass
@@ -55,7 +56,7 @@ class VisionConfig(Settings):
                                              nonempty=True, cli=True)  # fmt: skip
     dpam_blocks: int = setting(19, "trailing blocks with the DPAM path (19 = blocks 6-24 of 24); 0 = off", ge=0,
                                cli=True)  # fmt: skip
-    dpam_mode: DpamMode = setting("vv", "the DPAM attention: V-V (the paper), Q-Q or K-K", cli=True)
+    dpam_mode: DpamMode = setting("vv", "the DPAM attention: V-V (the paper), Q-Q, K-K or an ensemble", cli=True)
     global_ln_post: bool = setting(False, "apply ln_post to the global embedding as CLIP does (official: skipped)")
 
 

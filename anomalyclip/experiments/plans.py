@@ -16,6 +16,7 @@ from typing import Any
 from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
 from anomalyclip.data import DATASETS, load_records
 from anomalyclip.errors import AnomalyCLIPError, ConfigError, DataError
+from anomalyclip.experiments.ablations import ablation_jobs, ablations
 from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.experiments.protocol import PROTOCOLS, Protocol, smoke_sources, table_jobs
 from anomalyclip.experiments.store import RunStore
@@ -169,8 +170,35 @@ def medical_plan(setup: Setup) -> list[Job]:
     return [tuned, *[j for j in tables_plan(setup) if j.method == "anomalyclip"]]
 
 
+def ablations_plan(*keys: str) -> Callable[[Setup], list[Job]]:
+    """The plan of the ablations `keys` (`experiments.ablations`) under a setup's protocol."""
+
+    def plan(setup: Setup) -> list[Job]:
+        sources = datasets(setup).sources
+        table = ablations(setup.protocol)
+        return [job for key in keys for job in ablation_jobs(setup, table[key], sources)]
+
+    plan.__doc__ = f"The jobs of the ablations {', '.join(keys)}."
+    return plan
+
+
+FIGURE1_METHODS = ("clip", "winclip", "coop", "anomalyclip")
+"""Fig. 1 sets the similarity maps of these methods side by side."""
+
+
+def figure1_plan(setup: Setup) -> list[Job]:
+    """Notebook 01: the Tables 1-2 jobs of CLIP (its analysis) and of the methods Fig. 1 draws (shared with 06)."""
+    return [job for job in tables_plan(setup) if job.method in FIGURE1_METHODS]
+
+
 PLANS: dict[str, Callable[[Setup], list[Job]]] = {
+    "01_clip_misalignment": figure1_plan,
+    "02_prompt_design": ablations_plan("prompts", "state_word"),
+    "03_deep_text_prompting": ablations_plan("prompt_length", "token_depth", "token_length", "lambda"),
+    "04_vv_attention_ablation": ablations_plan("dpam", "dpam_blocks"),
+    "05_training": ablations_plan("losses"),
     "06_evaluation_17_datasets": tables_plan,
     "07_medical_tuning": medical_plan,
+    "08_module_ablation": ablations_plan("modules", "leave_one_out"),
 }
 """Notebook -> the jobs it reads; `reproduce` runs their union before executing the notebooks."""

@@ -31,6 +31,9 @@ class Protocol:
     name: str
     primary: str
     secondary: str
+    ablations_both_ways: bool = True
+    """Ablations also train on the secondary and test the primary (the paper); smoke trains one way only, to keep
+    the main job short."""
 
     def transfers(self, available: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
         """(training dataset, evaluated datasets) pairs among the `available` dataset names: none without the
@@ -45,12 +48,13 @@ class Protocol:
 
     def ablation_transfers(self) -> list[tuple[str, tuple[str, ...]]]:
         """The paper's ablations: each way between the two auxiliary datasets (MVTec AD -> VisA, VisA -> MVTec AD)."""
-        return [(self.primary, (self.secondary,)), (self.secondary, (self.primary,))]
+        pairs = [(self.primary, (self.secondary,))]
+        return pairs + [(self.secondary, (self.primary,))] if self.ablations_both_ways else pairs
 
 
 PAPER = Protocol("paper", "mvtec", "visa")
 """Dataset keys as in `anomalyclip.paper` (MVTec AD, VisA)."""
-SMOKE = Protocol("smoke", SMOKE_SOURCE, SMOKE_TARGET)
+SMOKE = Protocol("smoke", SMOKE_SOURCE, SMOKE_TARGET, ablations_both_ways=False)
 PROTOCOLS = {p.name: p for p in (PAPER, SMOKE)}
 
 
@@ -86,23 +90,4 @@ def table_jobs(
         else:
             jobs.append(Job(method, config_for(method, None), tuple(sources.values()), None, precision,
                             tags={"table": "main"}))  # fmt: skip
-    return jobs
-
-
-def ablation_jobs(
-    protocol: Protocol,
-    sources: Mapping[str, DataSource],
-    variants: Mapping[str, tuple[str, ConfigFor]],
-    *,
-    precision: str = "fp32",
-    ablation: str = "",
-) -> list[Job]:
-    """One job per (variant, direction): `variants` maps a label to (method, its configuration function)."""
-    jobs = []
-    for label, (method, config_for) in variants.items():
-        for train, targets in protocol.ablation_transfers():
-            learned = METHODS[method].learns
-            config = config_for(method, train if learned else None)
-            jobs.append(Job(method, config, tuple(sources[t] for t in targets), sources[train] if learned else None,
-                            precision, tags={"ablation": ablation, "variant": label, "trained on": train}))  # fmt: skip
     return jobs
