@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -270,3 +271,25 @@ def beside_paper(ablation: Ablation, long: pd.DataFrame) -> pd.DataFrame:
             value = float(ours.value.iloc[0]) if len(ours) else float("nan")
             rows.append((variant.label, cell.dataset, cell.metric, cell.value, value, value - cell.value))
     return pd.DataFrame(rows, columns=columns)
+
+
+def write_ablation(
+    ablation: Ablation,
+    long: pd.DataFrame,
+    folder: str | Path,
+    name: str,
+    *,
+    banner: str | None,
+    comparable: bool,
+    metrics: Iterable[str] = ("pixel_auroc", "image_auroc"),
+) -> pd.DataFrame:
+    """Write an ablation's table (`name`) and, when the run is comparable with the paper and the paper reports the
+    ablation, its cells beside the paper's (`name_paper_vs_run`, read by the scorecard); returns the table."""
+    from anomalyclip.reports import write_table
+    from anomalyclip.scorecard import COMPARISON_SUFFIX
+
+    table = ablation_table(long, metrics)
+    write_table(table.reset_index(), folder, name, banner=banner)
+    if comparable and ablation.numbers is not None:
+        write_table(beside_paper(ablation, long), folder, f"{name}{COMPARISON_SUFFIX}", banner=banner)
+    return table
