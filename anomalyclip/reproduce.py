@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 PROFILES = ("smoke", "paper")
 """Profiles shipped as package data in `anomalyclip/profiles/`."""
 KERNEL_NAME = "python3"
-PATH_PARAMETERS = ("out_dir", "data_root", "weights", "dataset_dir", "run_store")
+PATH_PARAMETERS = ("out_dir", "data_root", "weights", "run_store")
 AUTO = "auto"
 FLAGS = {"data_root": "--data-root FOLDER", "weights": "--weights FILE"}
 """Parameters with their own command-line flag (the rest are given with --set NAME=VALUE)."""

@@ -122,7 +122,7 @@ def _numbers(artefact: Artefact, files: list[Path], comparable: bool) -> list[st
 
 def _job_table(jobs: Iterable[Mapping[str, Any]]) -> list[str]:
     rows = [
-        {"job": j["id"], "method": j["method"], "trained on": j.get("train") or "–",
+        {"job": j["id"], "method": j["method"], "for": j.get("for") or "–", "trained on": j.get("train") or "–",
          "evaluated on": ", ".join(j.get("targets", [])), "status": j.get("status", "ok"),
          "train s": j.get("train_seconds"), "evaluate s": j.get("evaluate_seconds")}
         for j in jobs
@@ -137,7 +137,7 @@ def job_summaries(results: Iterable[Any], failures: Iterable[Mapping[str, Any]] 
     rows = []
     for result in results:
         rows.append({
-            "id": result.job.id, "method": result.job.method,
+            "id": result.job.id, "method": result.job.method, "for": _purpose(result.job.tags),
             "train": None if result.job.train is None else result.job.train.name,
             "targets": list(result.data["targets"]), "status": "ok",
             "train_seconds": result.data["timings"].get("train_seconds"),
@@ -147,9 +147,17 @@ def job_summaries(results: Iterable[Any], failures: Iterable[Mapping[str, Any]] 
         job = failure["job"]
         train = None if job.get("train") is None else job["train"]["name"]
         targets = [t["name"] for t in job["targets"]]
-        rows.append({"id": failure["id"], "method": job["method"], "train": train, "targets": targets,
+        rows.append({"id": failure["id"], "method": job["method"], "for": _purpose(job.get("tags", {})),
+                     "train": train, "targets": targets,
                      "status": f"failed: {failure['error']}"})  # fmt: skip
     return rows
+
+
+def _purpose(tags: Mapping[str, Any]) -> str:
+    """What a job was first planned for: `table main`, `ablation dpam: Q-Q`, ..."""
+    if "ablation" in tags:
+        return f"ablation {tags['ablation']}: {tags.get('variant', '')}"
+    return f"table {tags['table']}" if "table" in tags else ""
 
 
 def read_manifest(report: str | Path) -> dict[str, Any]:

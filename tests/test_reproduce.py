@@ -65,7 +65,7 @@ def test_shipped_profiles_list_every_notebook() -> None:
         profile = load_profile(name)
         assert profile.name == name and profile.parameters["backbone"] == backbone
         assert tuple(nb.name for nb in profile.notebooks) == NOTEBOOKS
-        assert {"device", "weights", "dataset_dir"} <= set(profile.parameters)
+        assert {"device", "weights", "protocol"} <= set(profile.parameters)
 
 
 @pytest.mark.parametrize("name", ["smoke", "paper"])
@@ -74,10 +74,11 @@ def test_shipped_profiles_match_the_notebooks(name: str, tmp_path: Path) -> None
     import papermill
 
     overrides = {"data_root": tmp_path, "device": "cpu"}
-    for run in rp.plan(load_profile(name), tmp_path, overrides=overrides, sets={"dataset_dir": str(tmp_path)}):
+    for run in rp.plan(load_profile(name), tmp_path, overrides=overrides):
         declared = set(papermill.inspect_notebook(str(run.input)))
         assert set(run.parameters) <= declared, run.name
-        assert ("data_root" in run.parameters) == run.name.startswith(("06", "07")), run.name
+        assert run.parameters["data_root"] == str(tmp_path.resolve()), run.name
+        assert run.parameters["protocol"] == name, run.name
 
 
 def test_a_parameter_no_notebook_declares_is_an_error(workspace: Path) -> None:

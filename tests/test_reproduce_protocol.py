@@ -58,9 +58,9 @@ def test_paper_profile_stops_at_a_missing_dataset(tmp_path, tiny_weights):
     assert not (tmp_path / "runs").exists(), "nothing may run before the plan is complete"
 
 
-def test_paper_profile_needs_the_ablation_dataset(tmp_path, tiny_weights):
-    with pytest.raises(AnomalyCLIPError, match=r"needs \['dataset_dir'\] \(--set dataset_dir=...\)"):
-        rp.reproduce("paper", tmp_path / "reports", data_root=tmp_path, weights=tiny_weights, notebooks=["01"])
+def test_paper_profile_ablations_need_the_datasets(tmp_path, tiny_weights):
+    with pytest.raises(AnomalyCLIPError, match=r"02_prompt_design needs \['data_root'\] \(--data-root FOLDER\)"):
+        rp.reproduce("paper", tmp_path / "reports", weights=tiny_weights, notebooks=["02"])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ same jobs with the same parameters before it runs the notebooks, so they find th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -107,7 +108,23 @@ class Datasets:
 
 def datasets(setup: Setup) -> Datasets:
     """The sources of `setup`: the synthetic domains and any folders under `data_root` (smoke), or the paper's
-    datasets under `data_root`, each required unless `allow_missing` (paper)."""
+    datasets under `data_root`, each required unless `allow_missing` (paper).
+
+    Found once per process while the folders are unchanged (every plan of a `reproduce` run asks for them)."""
+    found = _datasets(setup.protocol, setup.data_root, setup.allow_missing, _folders_state(setup.data_root))
+    return Datasets(dict(found.sources), dict(found.skipped))
+
+
+def _folders_state(root: str | None) -> tuple:
+    """What a change of the data root's folders would change: each subfolder's name and modification time."""
+    if root is None or not Path(root).is_dir():
+        return ()
+    return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in Path(root).iterdir()))
+
+
+@functools.lru_cache(maxsize=8)
+def _datasets(protocol: str, data_root: str | None, allow_missing: bool, _state: tuple) -> Datasets:
+    setup = Setup(protocol=protocol, data_root=data_root, allow_missing=allow_missing)
     found = Datasets({})
     if setup.protocol == "smoke":
         found.sources.update(smoke_sources())
