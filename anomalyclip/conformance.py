@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,55 @@ class BundleError(AnomalyCLIPError):
     """A conformance bundle is missing a file or a setting."""
 
 
+class Comparison:
+    """Compares our arrays with a bundle's `expected.npz` into a report, and remembers which arrays it compared, so
+    that an array the bundle holds but no check reads fails (nothing in a bundle is silently ignored)."""
+
+    def __init__(self, expected: dict[str, np.ndarray], report: ConformanceReport, *, missing_fails: bool = False):
+        self.expected = expected
+        self.report = report
+        self.missing_fails = missing_fails
+        """An array the checker compares but the bundle lacks: a failed check, or (default) listed in `missing`."""
+        self.compared: set[str] = set()
+
+    def __call__(self, name: str, actual: Any, tol: float, *, key: str | None = None,
+                 where: np.ndarray | None = None) -> None:  # fmt: skip
+        """Compare with `expected[key or name]`, over the elements selected by `where` (all by default)."""
+        key = key or name
+        self.compared.add(key)
+        if key not in self.expected:
+            if self.missing_fails:
+                self.report.checks.append(Check(f"{name} (missing in bundle)", math.inf, tol, False))
+            elif key not in self.report.missing:
+                self.report.missing.append(key)
+            return
+        want = np.asarray(self.expected[key], dtype=np.float64)
+        got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
+        if got.shape != want.shape:
+            self.report.checks.append(Check(name, math.inf, tol, False))
+            return
+        diff = np.abs(got - want)[where if where is not None else ...]
+        self.record(name, float(diff.max()) if diff.size else 0.0, tol)
+
+    def record(self, name: str, worst: float, tol: float) -> None:
+        """Append one check of largest difference `worst`."""
+        self.report.checks.append(Check(name, worst, tol, bool(worst <= tol)))
+
+    def same(self, name: str, ours: Any, stated: Any) -> None:
+        """A setting or text the bundle states outside `expected.npz` must equal ours exactly."""
+        self.record(name, 0.0 if ours == stated else math.inf, 0.0)
+
+    def flag(self, name: str, ok: bool, mismatches: float = 1.0) -> None:
+        """A check of a setting rather than an array: 0 when it holds, else the number of mismatches."""
+        self.report.checks.append(Check(name, 0.0 if ok else float(mismatches), 0.0, ok))
+
+    def flag_unchecked(self, not_applicable: Iterable[str] = ()) -> None:
+        """Every expected array without a check (and not declared not applicable) is a failed check naming it."""
+        for key in sorted(set(self.expected) - self.compared - set(not_applicable)):
+            note = "unknown array: expected.npz holds it but this checker does not compare it"
+            self.report.checks.append(Check(key, math.nan, math.nan, False, note))
+
+
 def bundle_config(bundle: Path) -> tuple[AnomalyCLIPConfig, dict[str, Any]]:
     """The project configuration equivalent to the official run recorded in `config.json`."""
     raw = _read_json(bundle / "config.json")
@@ -107,24 +156,7 @@ def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceRepor
     config, raw = bundle_config(bundle)
     expected = _load_expected(bundle / "expected.npz")
     report = ConformanceReport(bundle=str(bundle))
-    compared: set[str] = set()
-
-    def check(name: str, actual: Any, tol: float, where: np.ndarray | None = None, key: str | None = None) -> None:
-        """Compare with `expected[key or name]`, over the elements selected by `where` (all by default)."""
-        key = key or name
-        compared.add(key)
-        if key not in expected:
-            if key not in report.missing:
-                report.missing.append(key)
-            return
-        want = np.asarray(expected[key], dtype=np.float64)
-        got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-        if got.shape != want.shape:
-            report.checks.append(Check(name, math.inf, tol, False))
-            return
-        diff = np.abs(got - want)[where if where is not None else ...]
-        worst = float(diff.max()) if diff.size else 0.0
-        report.checks.append(Check(name, worst, tol, bool(worst <= tol)))
+    check = Comparison(expected, report)
 
     images, masks, labels = _read_inputs(bundle, raw, config.vision.image_size)
     check("preprocessed", images, TRANSFORM_TOL)
@@ -156,9 +188,7 @@ def run_conformance(bundle: str | Path, device: str = "cpu") -> ConformanceRepor
 
     _check_training_step(model, features, labels, masks, size, check, expected)
     _check_metrics(output, masks, labels, check)
-    for key in sorted(set(expected) - compared):
-        note = "unknown array: expected.npz holds it but this checker does not compare it"
-        report.checks.append(Check(key, math.nan, math.nan, False, note))
+    check.flag_unchecked()
     return report
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from anomalyclip.backbone import read_state_dict
-from anomalyclip.conformance import BundleError, Check, ConformanceReport, _load_expected, _read_json
+from anomalyclip.conformance import BundleError, Comparison, ConformanceReport, _load_expected, _read_json
 from anomalyclip.data.io import OFFICIAL_MASK_THRESHOLD, read_image, read_mask
 from anomalyclip.methods.vand import (
     VAND,
@@ -71,22 +71,8 @@ def check_vand_bundle(bundle: str | Path, device: str = "cpu") -> ConformanceRep
     config, raw = bundle_vand_config(bundle)
     expected = _load_expected(bundle / "expected.npz")
     report = ConformanceReport(bundle=str(bundle))
-    compared: set[str] = set()
-
-    def check(name: str, actual: Any, tol: float, key: str | None = None, where: np.ndarray | None = None) -> None:
-        """Compare with `expected[key or name]` over the elements `where` selects (all by default)."""
-        key = key or name
-        compared.add(key)
-        if key not in expected:
-            report.checks.append(Check(f"{name} (missing in bundle)", math.inf, tol, False))
-            return
-        got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-        want = np.asarray(expected[key], dtype=np.float64)
-        report.checks.append(_compare(name, got, want, tol, where))
-
-    def flag(name: str, ok: bool, mismatches: float = 1.0) -> None:
-        """A check of a setting rather than an array: 0 when it holds, else the number of mismatches."""
-        report.checks.append(Check(name, 0.0 if ok else float(mismatches), 0.0, ok))
+    check = Comparison(expected, report, missing_fails=True)
+    flag = check.flag
 
     with _exact_fp32():
         model = VAND.from_config(config, device=device)
@@ -105,17 +91,8 @@ def check_vand_bundle(bundle: str | Path, device: str = "cpu") -> ConformanceRep
             _check_scores(model, features, images, inputs, check)
         _check_training_step(model, features, text, inputs.masks.to(model.device), check, expected)
 
-    for key in sorted(set(expected) - compared - set(NOT_APPLICABLE)):
-        report.checks.append(Check(f"unchecked {key}", math.inf, 0.0, False))
+    check.flag_unchecked(NOT_APPLICABLE)
     return report
-
-
-def _compare(name: str, got: np.ndarray, want: np.ndarray, tol: float, where: np.ndarray | None) -> Check:
-    if got.shape != want.shape:
-        return Check(name, math.inf, tol, False)
-    diff = np.abs(got - want)[where if where is not None else ...]
-    worst = float(diff.max()) if diff.size else 0.0
-    return Check(name, worst, tol, bool(worst <= tol))
 
 
 @contextlib.contextmanager
@@ -223,9 +200,9 @@ class _Inputs:
         ours = {"images": self.images, "masks": self.masks[:, None], "labels": self.labels}
         if self.references:
             ours["ref_images"] = torch.cat(list(self.references.values()))
+        compare = Comparison(given, report, missing_fails=True)
         for key, tensor in ours.items():
-            got = tensor.numpy().astype(np.float64)
-            report.checks.append(_compare(f"inputs_{key}", got, given[key], TRANSFORM_TOL, None))
+            compare(f"inputs_{key}", tensor, TRANSFORM_TOL, key=key)
 
 
 def _check_text(model: VAND, classes: list[str], check: Any) -> dict[str, torch.Tensor]:

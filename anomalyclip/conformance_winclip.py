@@ -9,15 +9,20 @@ Every array of `expected.npz` is compared; one this module has no check for is r
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anomalyclip.conformance import TRANSFORM_TOL, BundleError, Check, ConformanceReport, _load_expected, _read_json
+from anomalyclip.conformance import (
+    TRANSFORM_TOL,
+    BundleError,
+    Comparison,
+    ConformanceReport,
+    _load_expected,
+    _read_json,
+)
 from anomalyclip.data.io import OFFICIAL_MASK_THRESHOLD, read_image, read_mask
 from anomalyclip.data.transforms import OPENAI_MEAN, OPENAI_STD
 from anomalyclip.methods.winclip import (
@@ -33,39 +38,6 @@ EMBEDDING_TOL = 1e-4
 """Embeddings (values up to about 5) agree to about 1.3e-5 between open_clip 2.24 and 3.3.0 in fp32."""
 SCORE_TOL = 1e-5
 """Scores and maps agree to about 6e-7; every known deviation from the reference moves them by >= 1e-3."""
-
-
-class _Comparison:
-    """Compares arrays with `expected.npz` into a report and remembers which keys were compared."""
-
-    def __init__(self, expected: dict[str, np.ndarray], report: ConformanceReport):
-        self.expected = expected
-        self.report = report
-        self.compared: set[str] = set()
-
-    def __call__(self, key: str, actual: Any, tol: float) -> None:
-        if key not in self.expected:
-            return
-        self.compared.add(key)
-        want = np.asarray(self.expected[key], dtype=np.float64)
-        got = np.asarray(actual.detach().cpu() if isinstance(actual, torch.Tensor) else actual, dtype=np.float64)
-        if got.shape != want.shape:
-            self.report.checks.append(Check(key, math.inf, tol, False))
-            return
-        self.record(key, float(np.abs(got - want).max()) if want.size else 0.0, tol)
-
-    def record(self, name: str, worst: float, tol: float) -> None:
-        """Append one check of largest difference `worst`."""
-        self.report.checks.append(Check(name, worst, tol, bool(worst <= tol)))
-
-    def same(self, name: str, ours: Any, stated: Any) -> None:
-        """A setting or text the bundle states outside `expected.npz` must equal ours exactly."""
-        self.record(name, 0.0 if ours == stated else math.inf, 0.0)
-
-    def flag_unchecked(self) -> None:
-        """Every expected array without a check fails, so that nothing in a bundle is silently ignored."""
-        for key in sorted(set(self.expected) - self.compared):
-            self.report.checks.append(Check(f"{key} (no check for this array)", math.inf, 0.0, False))
 
 
 def bundle_config(bundle: Path, raw: dict[str, Any]) -> WinCLIPConfig:
@@ -93,7 +65,7 @@ def check_winclip_bundle(bundle: str | Path, device: str | torch.device = "cpu")
     config = bundle_config(bundle, raw)
     expected = _load_expected(bundle / "expected.npz")
     report = ConformanceReport(bundle=str(bundle))
-    check = _Comparison(expected, report)
+    check = Comparison(expected, report)
     detector = WinCLIP.from_config(config, device)
     try:
         class_name, k_shots = str(raw["class_name"]), [int(k) for k in raw["k_shots"]]
@@ -140,7 +112,7 @@ def check_winclip_bundle(bundle: str | Path, device: str | torch.device = "cpu")
     return report
 
 
-def _check_text(detector: WinCLIP, state: WinCLIPState, prompts: dict[str, Any], check: _Comparison) -> None:
+def _check_text(detector: WinCLIP, state: WinCLIPState, prompts: dict[str, Any], check: Comparison) -> None:
     """The prompt sentences, their tokens and raw embeddings, and the per-class means the scores use."""
     normal, anomalous = prompt_ensemble(state.class_name)
     check.same(
@@ -156,7 +128,7 @@ def _check_text(detector: WinCLIP, state: WinCLIPState, prompts: dict[str, Any],
 
 
 def _check_maps(
-    prefix: str, detector: WinCLIP, embedded: ImageEmbeddings, state: WinCLIPState, check: _Comparison
+    prefix: str, detector: WinCLIP, embedded: ImageEmbeddings, state: WinCLIPState, check: Comparison
 ) -> None:
     """Every stage of one zero-shot (`zs`) or k-shot (`fs_k{k}`, `fs_engine_k{k}`) run, under the bundle's names."""
     maps = detector.grid_maps(embedded, state)
