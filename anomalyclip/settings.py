@@ -250,14 +250,15 @@ def leaves(cls: type, path: tuple[str, ...] = ()) -> Iterator[Leaf]:
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], path: str = "") -> Any:
-    """An instance of `cls` from a (possibly partial) nested mapping; unknown keys are errors, lists become tuples."""
+    """An instance of `cls` from a (possibly partial) nested mapping; unknown keys are errors (the class checks and
+    coerces the values, e.g. lists into tuples)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping of settings, got {type(data).__name__}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         where = f" in section {path!r}" if path else ""
-        raise ConfigError(f"unknown configuration key(s) {unknown}{where}; expected some of {sorted(known)}")
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}{where}; expected some of {sorted(known)}")
     kwargs = {}
     for key, value in data.items():
         hint = _hints(cls)[key]

@@ -67,7 +67,8 @@ def test_a_field_without_a_definition_is_refused() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"vision": {"dpam_mode": "xx"}}, "vision.dpam_mode = 'xx': expected one of ['vv', 'qq', 'kk']"),
+        ({"vision": {"dpam_mode": "xx"}},
+         "vision.dpam_mode = 'xx': expected one of ['vv', 'qq', 'kk', 'qq+kk+vv', 'qk+qq+kk+vv']"),
         ({"head": {"temperature": -1}}, "head.temperature = -1: expected a number > 0"),
         ({"train": {"epochs": "15"}}, "train.epochs = '15': expected an integer >= 1"),
         ({"train": {"epochs": True}}, "train.epochs = True: expected an integer >= 1"),
@@ -80,8 +81,8 @@ def test_a_field_without_a_definition_is_refused() -> None:
         ({"pretrained": 3}, "pretrained = 3: expected a string or null"),
         ({"prompt": {"n_ctx": 2}}, "prompt.t_n_ctx = 4: expected at most prompt.n_ctx (2)"),
         ({"prompt": 5}, "prompt: expected a mapping of settings, got int"),
-        ({"trian": {}}, "unknown configuration key(s) ['trian']"),
-        ({"train": {"epoch": 3}}, "unknown configuration key(s) ['epoch'] in section 'train'"),
+        ({"trian": {}}, "unknown AnomalyCLIPConfig key(s) ['trian']"),
+        ({"train": {"epoch": 3}}, "unknown TrainConfig key(s) ['epoch'] in section 'train'"),
     ],
 )
 def test_bad_values_name_the_field_the_value_and_what_is_allowed(data: dict, message: str) -> None:

@@ -199,7 +199,7 @@ def test_config_round_trips_and_knows_the_recipes():
     config = VANDConfig(k_shot=4, features_list=[6, 12])
     assert config.features_list == (6, 12)
     assert VANDConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="unknown VAND configuration key"):
+    with pytest.raises(ConfigError, match="unknown VANDConfig key"):
         VANDConfig.from_dict({"bogus": 1})
     visa = VANDConfig.recipe("visa")
     assert (visa.epochs, visa.batch_size, visa.mosaic_rate) == (15, 8, 0.0)

@@ -19,6 +19,7 @@ from anomalyclip.methods.vand import VAND, VANDConfig
 from anomalyclip.methods.vand import checkpoint_config as vand_checkpoint_config
 from anomalyclip.methods.winclip import WinCLIP, WinCLIPConfig
 from anomalyclip.model import AnomalyCLIP
+from anomalyclip.settings import from_mapping
 
 
 def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:
@@ -27,7 +28,7 @@ def method_config_from_dict(method: str, data: Mapping[str, Any] | None) -> Any:
     if method in PROMPTED:
         return AnomalyCLIPConfig.from_dict(dict(data or {}))
     if method == "winclip":
-        return _from_dict(WinCLIPConfig, method, data)
+        return from_mapping(WinCLIPConfig, dict(data or {}))
     if method == "vand":
         return VANDConfig.from_dict(dict(data or {}))
     raise ConfigError(f"method {method} has no configuration type")  # every method in METHODS is handled above
@@ -82,16 +83,6 @@ def build_detector(
         changes = _backbone_changes(config, backbone, pretrained, image_size) | ({"k_shot": shots} if shots else {})
         return VAND.from_config(dataclasses.replace(config, **changes), device=device, checkpoint=checkpoint)
     raise ConfigError(f"method {method} cannot be built here")  # every method in METHODS is handled above
-
-
-def _from_dict(config_type: type, method: str, data: Mapping[str, Any] | None) -> Any:
-    """A method's dataclass configuration from plain data; unknown keys are an error, lists become tuples."""
-    data = dict(data or {})
-    known = {f.name for f in dataclasses.fields(config_type)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {method} configuration key(s) {unknown}; expected {sorted(known)}")
-    return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _typed(config_type: type, method: str, config: Any) -> Any:

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,6 +36,7 @@ from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSiz
 from anomalyclip.losses import dice_loss, focal_loss
 from anomalyclip.methods.base import Detector, DetectorOutput
 from anomalyclip.prompts import clip_ac_sentences, ensemble_text_features
+from anomalyclip.settings import from_mapping
 from anomalyclip.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,9 @@ class VANDConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VANDConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> VANDConfig:
         """Build from a (possibly partial) dict; unknown keys are an error, not ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown VAND configuration key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data)
 
 
 def _is_number(value: Any) -> bool:
