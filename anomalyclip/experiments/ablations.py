@@ -41,6 +41,8 @@ class Variant:
     method: str = "anomalyclip"
     paper: str | None = None
     """The setting's name in `anomalyclip.paper.ABLATIONS`, where the paper reports this variant."""
+    value: Any = None
+    """A sweep's value of its setting at this variant."""
 
     @property
     def named(self) -> frozenset[str]:
@@ -66,24 +68,31 @@ class Ablation:
     """Incremental (Table 4): each variant adds one setting to the one before it, instead of changing the reference."""
     extra_targets: tuple[str, ...] = ()
     """Datasets also tested with the prompts learned on the primary dataset, when present (state word: BTAD, SDD)."""
+    swept: str | None = None
+    """A sweep's setting (dotted path); each variant holds its `value`."""
 
     def variant(self, label: str) -> Variant:
         return next(v for v in self.variants if v.label == label)
+
+    def values(self) -> dict[str, Any]:
+        """A sweep's variant labels -> their values of the swept setting, in order."""
+        return {v.label: v.value for v in self.variants}
 
 
 def sweep(key: str, title: str, setting: str, values: Iterable[Any], default: Any, name: str) -> Ablation:
     """One setting over `values` (the default among them is the reference)."""
     values = sorted(set(values) | {default})
-    variants = tuple(Variant(f"{name}={v}", {} if v == default else {setting: v}) for v in values)
-    return Ablation(key, title, "fig7", variants, f"{name}={default}")
+    variants = tuple(Variant(f"{name}={v}", {} if v == default else {setting: v}, value=v) for v in values)
+    return Ablation(key, title, "fig7", variants, f"{name}={default}", swept=setting)
 
 
 SWEEPS = {
     "paper": {"n_ctx": (4, 8, 12, 16, 20, 24), "depth": (1, 3, 5, 7, 9, 11), "t_n_ctx": (1, 2, 4, 6, 8),
               "lambda_local": (0.5, 1.0, 2.0, 4.0, 8.0)},
-    "smoke": {"n_ctx": (4, 12, 24), "depth": (3, 9), "t_n_ctx": (2, 4), "lambda_local": (1.0, 4.0)},
+    "smoke": {"n_ctx": (4, 12, 24), "depth": (3, 9, 12), "t_n_ctx": (2, 4, 8), "lambda_local": (1.0, 4.0, 8.0)},
 }  # fmt: skip
-"""Fig. 7's grids: the paper's range and beyond it (E up to 24, where the paper reports a decline)."""
+"""Fig. 7's grids: the paper's range and beyond it (E up to 24, where the paper reports a decline); on smoke one value
+below and one above each default."""
 STATE_WORDS = ("damaged", "anomalous", "flawed", "defective", "blemished")
 
 

@@ -18,8 +18,9 @@ from anomalyclip.errors import ConfigError
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 _NOT_NUMERICS = (
-    "cli.py", "conformance_cli.py", "reproduce.py", "reports.py", "paper.py", "scorecard.py", "studies.py",
-    "locations.py", "experiments/jobs.py", "experiments/store.py", "experiments/plans.py",
+    "cli.py", "conformance.py", "conformance_cli.py", "conformance_vand.py", "conformance_winclip.py", "reproduce.py",
+    "reports.py", "paper.py", "scorecard.py", "studies.py", "locations.py", "experiments/jobs.py",
+    "experiments/store.py", "experiments/plans.py", "experiments/ablations.py",
     "experiments/protocol.py", "experiments/results.py", "experiments/executors.py",
 )  # fmt: skip
 """Package files that never change a job's numbers (faces, tables, bookkeeping; a job's settings are in its identity
