@@ -9,7 +9,7 @@ import torch
 
 from anomalyclip.config import AnomalyCLIPConfig, VisionConfig
 from anomalyclip.errors import DataError
-from anomalyclip.experiments import DataSource, Job, JobResult
+from anomalyclip.experiments import DataSource, Job, JobResult, plans
 from anomalyclip.experiments.results import FAILURE_CASES, example_maps, failure_cases, figure_images
 from anomalyclip.methods import PromptedDetector
 from anomalyclip.methods.prompted import method_config
@@ -88,3 +88,22 @@ def test_figure_images_pair_an_industrial_with_a_medical_image_or_two_categories
     two = figure_images([industrial, other], fallback="synthetic target")
     assert [s.name for s, _ in two] == ["synthetic target"] * 2
     assert all(r.label for _, r in two) and two[0][1].category != two[1][1].category
+
+
+def test_figure1_plan_tests_each_dataset_once_per_method_under_the_paper_protocol(monkeypatch):
+    names = ["mvtec", "visa", "btad", "headct", "colondb"]
+    fake = plans.Datasets({name: DataSource(name, "generic", f"/nowhere/{name}") for name in names})
+    monkeypatch.setattr(plans, "datasets", lambda setup: fake)
+    setup = plans.Setup(protocol="paper", image_size=518, epochs=15, winclip_backbone="ViT-B-16-plus-240")
+    jobs = plans.PLANS["01_clip_misalignment"](setup)
+    assert {j.method for j in jobs} == set(plans.FIGURE1_METHODS)
+    for method in plans.FIGURE1_METHODS:
+        for name in names:
+            testing = [j for j in jobs if j.method == method and name in {t.name for t in j.targets}]
+            trained = {j.train.name if j.train else None for j in testing}
+            assert len(testing) == 1, (method, name)
+            if method in ("coop", "anomalyclip"):
+                assert trained == {"visa" if name == "mvtec" else "mvtec"}
+            else:
+                assert trained == {None}
+    assert next(j for j in jobs if j.method == "winclip").config["backbone"] == "ViT-B-16-plus-240"
