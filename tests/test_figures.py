@@ -67,9 +67,11 @@ def test_example_maps_come_back_for_exactly_the_chosen_images_in_their_order(sou
     job = Job("clip", CONFIG.to_dict(), (source,))
     result = JobResult(job, source.root, {})
     records = source.records()
-    chosen = [records[-1].name, records[0].name, records[len(records) // 2].name]
+    picked = [records[-1], records[0], records[len(records) // 2]]
+    chosen = [r.name for r in picked]
     examples = example_maps(result, "synthetic", paths=chosen)
     assert [e["path"] for e in examples] == chosen
+    assert [(e["category"], e["defect"]) for e in examples] == [(r.category, r.defect) for r in picked]
     assert all(e["map"].shape == (SIZE, SIZE) and e["image"].shape == (3, SIZE, SIZE) for e in examples)
     assert len({e["category"] for e in examples}) > 1
     first = example_maps(result, "synthetic", 2)

@@ -62,9 +62,9 @@ def example_maps(
     paths: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> list[dict]:
-    """Image, mask and smoothed map of the first `count` anomalous (or normal) images of a target, or of the images
-    named in `paths` (`Record.name`, as `image_scores` lists them; in that order), re-scored with the job's detector
-    through the one inference loop: for qualitative figures."""
+    """Image, mask, smoothed map, category and defect of the first `count` anomalous (or normal) images of a target,
+    or of the images named in `paths` (`Record.name`, as `image_scores` lists them; in that order), re-scored with the
+    job's detector through the one inference loop: for qualitative figures."""
     from anomalyclip.engine.inference import score_categories
 
     source = next(t for t in result.job.targets if t.name == target)
@@ -87,9 +87,9 @@ def example_maps(
         for batch in batches:
             for i, path in enumerate(batch.items["path"]):
                 image, mask, smoothed = batch.items["image"][i], batch.masks[i], batch.maps[i]
-                examples.append(
-                    {"path": path, "category": batch.category, "image": image, "mask": mask, "map": smoothed}
-                )
+                defect = batch.items["defect"][i]
+                examples.append({"path": path, "category": batch.category, "defect": defect, "image": image,
+                                 "mask": mask, "map": smoothed})  # fmt: skip
     return sorted(examples, key=lambda example: order[example["path"]])
 
 
