@@ -10,9 +10,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -28,7 +29,7 @@ from anomalyclip.data.synth import SYNTH_CATEGORIES, ensure_synthetic_dataset
 from anomalyclip.engine.evaluation import evaluate
 from anomalyclip.engine.inference import score_categories
 from anomalyclip.errors import DataError
-from anomalyclip.methods import Detector, PromptedDetector, as_detector
+from anomalyclip.methods import Detector, DetectorOutput, PromptedDetector, as_detector
 from anomalyclip.methods.prompted import method_config
 from anomalyclip.model import AnomalyCLIP
 
@@ -160,6 +161,39 @@ def score_frame(detector: Detector | AnomalyCLIP, records: Sequence[Record], bat
     return pd.DataFrame(rows)
 
 
+class FixedText(Detector):
+    """`detector` with every category prepared under one fixed `word` in place of its class name: the same text for
+    all categories, so that what still follows the category in its scores comes from the images alone."""
+
+    def __init__(self, detector: Detector, word: str = "object"):
+        super().__init__(detector.image_size, detector.sigma, detector.shots)
+        self.detector = detector
+        self.word = word
+        self.name = detector.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.detector.device
+
+    def image_transform(self) -> Callable:
+        return self.detector.image_transform()
+
+    def mask_transform(self) -> Callable:
+        return self.detector.mask_transform()
+
+    def prepare(self, category: str, references: torch.Tensor | None = None) -> Any:
+        return self.detector.prepare(self.word, references)
+
+    def score(self, images: torch.Tensor, prepared: Any) -> DetectorOutput:
+        return self.detector.score(images, prepared)
+
+    def finalize_scores(self, image_scores: torch.Tensor, map_maxima: torch.Tensor) -> torch.Tensor:
+        return self.detector.finalize_scores(image_scores, map_maxima)
+
+    def describe(self) -> dict[str, Any]:
+        return self.detector.describe() | {"fixed_text": self.word}
+
+
 def variance_explained(frame: pd.DataFrame, value: str, factor: str) -> float:
     """Share of the variance of `value` explained by the groups of `factor` (eta squared, between 0 and 1)."""
     total = ((frame[value] - frame[value].mean()) ** 2).sum()
@@ -227,6 +261,7 @@ def _vision_key(config: AnomalyCLIPConfig) -> str:
 
 __all__ = [
     "DATASET_FOLDERS",
+    "FixedText",
     "StudyData",
     "Variant",
     "attention_maps",

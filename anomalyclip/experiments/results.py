@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 
 import pandas as pd
 import torch
 
+from anomalyclip.data import Record
+from anomalyclip.errors import ConfigError, DataError
+from anomalyclip.experiments.jobs import DataSource
 from anomalyclip.experiments.store import JobResult
 from anomalyclip.methods import Detector, build_detector
 from anomalyclip.methods.registry import METHODS, method_config_from_dict
-from anomalyclip.paper import METRICS
+from anomalyclip.paper import METRICS, paper_table
 
 LONG_COLUMNS = ["dataset", "method", "metric", "value", "trained_on", "job"]
 
@@ -50,21 +54,78 @@ def job_detector(result: JobResult, device: str | torch.device = "cpu") -> Detec
 
 
 def example_maps(
-    result: JobResult, target: str, count: int, *, anomalous: bool = True, device: str | torch.device = "cpu"
+    result: JobResult,
+    target: str,
+    count: int | None = None,
+    *,
+    anomalous: bool = True,
+    paths: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
 ) -> list[dict]:
-    """Image, mask and smoothed map of the first `count` anomalous (or normal) images of a target, re-scored with
-    the job's detector through the one inference loop: for qualitative figures."""
+    """Image, mask, smoothed map, category and defect of the first `count` anomalous (or normal) images of a target,
+    or of the images named in `paths` (`Record.name`, as `image_scores` lists them; in that order), re-scored with the
+    job's detector through the one inference loop: for qualitative figures."""
     from anomalyclip.engine.inference import score_categories
 
     source = next(t for t in result.job.targets if t.name == target)
-    records = [r for r in source.records() if bool(r.label) == anomalous][:count]
+    if paths is None:
+        if count is None:
+            raise ConfigError("example_maps needs a `count` of images or their `paths`")
+        records = [r for r in source.records() if bool(r.label) == anomalous][:count]
+    else:
+        by_name = {r.name: r for r in source.records()}
+        missing = [p for p in paths if p not in by_name]
+        if missing:
+            raise DataError(f"{target} has no test image {missing[0]!r} ({len(missing)} of {len(paths)} paths not "
+                            "found); expected the image names of its scores (results.image_scores)")  # fmt: skip
+        records = [by_name[p] for p in dict.fromkeys(paths)]
+    order = {r.name: i for i, r in enumerate(records)}
     detector = job_detector(result, device)
     examples = []
-    for _, batches in score_categories(detector, records, batch_size=max(1, count), num_workers=0, progress=False):
+    for _, batches in score_categories(detector, records, batch_size=max(1, len(records)), num_workers=0,
+                                       progress=False):  # fmt: skip
         for batch in batches:
             for i, path in enumerate(batch.items["path"]):
                 image, mask, smoothed = batch.items["image"][i], batch.masks[i], batch.maps[i]
-                examples.append(
-                    {"path": path, "category": batch.category, "image": image, "mask": mask, "map": smoothed}
-                )
-    return examples
+                defect = batch.items["defect"][i]
+                examples.append({"path": path, "category": batch.category, "defect": defect, "image": image,
+                                 "mask": mask, "map": smoothed})  # fmt: skip
+    return sorted(examples, key=lambda example: order[example["path"]])
+
+
+FAILURE_CASES = ("normal, highest score", "anomalous, lowest score")
+"""The two kinds of failure case, as `failure_cases` labels them."""
+
+
+def failure_cases(scores: pd.DataFrame, count: int = 4) -> pd.DataFrame:
+    """The `count` highest-scoring normal and the `count` lowest-scoring anomalous images of a scores frame
+    (`image_scores`): where the image score errs most; `case` says which kind (`FAILURE_CASES`)."""
+    normal = scores[scores.label == 0].sort_values("score", ascending=False, kind="stable").head(count)
+    anomalous = scores[scores.label == 1].sort_values("score", kind="stable").head(count)
+    cases = [part.assign(case=case) for part, case in zip((normal, anomalous), FAILURE_CASES, strict=True)]
+    return pd.concat(cases, ignore_index=True)
+
+
+def figure_images(sources: Sequence[DataSource], fallback: str | None = None) -> list[tuple[DataSource, Record]]:
+    """Two anomalous images to set methods side by side (Fig. 1): the first of an industrial and of a medical dataset
+    (Table 2's) among `sources`, Table 1's and pixel-level datasets first; without a medical one, the first of two
+    categories of `fallback` (default: the first source)."""
+    medical_names, industrial_names = set(paper_table(2).dataset), set(paper_table(1).dataset)
+    medical = sorted((s for s in sources if s.name in medical_names), key=lambda s: not s.pixel_level)
+    if medical:
+        industrial = sorted((s for s in sources if s.name not in medical_names),
+                            key=lambda s: (s.name not in industrial_names, not s.pixel_level))  # fmt: skip
+        return [found for group in (industrial, medical) for found in islice(_first_anomalous(group), 1)]
+    named = [s for s in sources if s.name == fallback] or list(sources[:1])
+    return list(islice(_first_anomalous(named, per_category=True), 2))
+
+
+def _first_anomalous(sources: Iterable[DataSource], per_category: bool = False) -> Iterator[tuple[DataSource, Record]]:
+    """The first anomalous image of each source (of each category of each source), in order, read lazily."""
+    seen = set()
+    for source in sources:
+        for record in source.records():
+            key = (source.name, record.category if per_category else None)
+            if record.label and key not in seen:
+                seen.add(key)
+                yield source, record
