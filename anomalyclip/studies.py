@@ -1,146 +1,29 @@
-"""Shared steps of the ablation notebooks: pick the data, train a configuration, evaluate it, tabulate variants.
+"""Analysis steps of the notebooks beyond the jobs: per-image score frames, CLIP with one text for every category,
+variance shares, attention maps and their diagonal prominence; and which dataset a downloaded folder holds.
 
-Every notebook is a thin face on these functions, so a notebook, the CLI and a user's script compute the same.
+The ablations themselves are jobs (`anomalyclip.experiments`); these functions read what the jobs' detectors compute.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from open_clip.model import CLIP
 
 from anomalyclip.attention import attention_weights
-from anomalyclip.backbone import load_backbone
-from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
-from anomalyclip.data import Record, load_records
+from anomalyclip.data import Record
 from anomalyclip.data.adapters.registry import resolve
 from anomalyclip.data.specs import ALIASES, PAPER_DATASETS, STAND_INS, name_key
-from anomalyclip.data.synth import SYNTH_CATEGORIES, ensure_synthetic_dataset
-from anomalyclip.engine.evaluation import evaluate
 from anomalyclip.engine.inference import score_categories
 from anomalyclip.errors import DataError
-from anomalyclip.methods import Detector, DetectorOutput, PromptedDetector, as_detector
-from anomalyclip.methods.prompted import method_config
+from anomalyclip.methods import Detector, DetectorOutput, as_detector
 from anomalyclip.model import AnomalyCLIP
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StudyData:
-    """Images to learn prompts on and held-out images to test them on (other categories: zero-shot)."""
-
-    train: list[Record]
-    test: list[Record]
-    source: str
-
-
-@dataclass
-class Variant:
-    """One configuration of a comparison: a prompt-based method (`anomalyclip`, `coop`, `clip`, `clip_ac`) on top of
-    `config`; the learned ones are trained first."""
-
-    config: AnomalyCLIPConfig
-    method: str = "anomalyclip"
-
-    def detector(self, clip: CLIP) -> PromptedDetector:
-        """The variant's detector on `clip` (fresh prompts for the learned methods)."""
-        config = method_config(self.method, self.config, len(clip.visual.transformer.resblocks))
-        return PromptedDetector(AnomalyCLIP(clip, config).to(clip.text_projection.device), self.method)
-
-
-def smoke_config(backbone: str = "tiny", pretrained: str | None = None, image_size: int = 224, epochs: int = 8,
-                 batch_size: int = 8, seed: int = 111) -> AnomalyCLIPConfig:  # fmt: skip
-    """The official recipe at a size and length a CPU runs in seconds (the notebooks' smoke default)."""
-    return AnomalyCLIPConfig(
-        backbone=backbone,
-        pretrained=pretrained,
-        vision=VisionConfig(image_size=image_size),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed),
-    )
-
-
-def study_data(
-    data_root: str | Path | None = None,
-    dataset: str = "auto",
-    train_categories: Sequence[str] | None = None,
-    test_categories: Sequence[str] | None = None,
-) -> StudyData:
-    """Train/test records: a dataset's categories split in two, or the synthetic dataset when no root is given.
-
-    The default split trains on every other category and tests on the rest, a zero-shot transfer in miniature
-    (the paper trains on one dataset and tests on another).
-    """
-    root = Path(data_root) if data_root is not None else ensure_synthetic_dataset()
-    records = load_records(root, dataset, "test")
-    categories = sorted({r.category for r in records})
-    if train_categories is None and test_categories is None:
-        if data_root is None:
-            categories = list(SYNTH_CATEGORIES)
-        train_categories, test_categories = categories[0::2], categories[1::2] or categories[0::2]
-    train_set = [r for r in records if r.category in set(train_categories or categories)]
-    test_set = [r for r in records if r.category in set(test_categories or categories)]
-    return StudyData(train_set, test_set, str(root))
-
-
-def with_prompt(config: AnomalyCLIPConfig, **changes) -> AnomalyCLIPConfig:
-    """A copy of `config` with prompt settings changed."""
-    return config.replace(prompt=dataclasses.replace(config.prompt, **changes))
-
-
-def with_vision(config: AnomalyCLIPConfig, **changes) -> AnomalyCLIPConfig:
-    """A copy of `config` with vision settings changed."""
-    return config.replace(vision=dataclasses.replace(config.vision, **changes))
-
-
-def train_and_evaluate(
-    clip: CLIP,
-    variant: Variant | AnomalyCLIPConfig,
-    data: StudyData,
-    workdir: str | Path,
-    *,
-    progress: bool = False,
-) -> dict:
-    """Mean test metrics of one variant (after training its prompts on `data.train`), plus timings."""
-    variant = variant if isinstance(variant, Variant) else Variant(variant)
-    detector = variant.detector(clip)
-    config = detector.config
-    row: dict = {"train_seconds": 0.0}
-    if detector.learns:
-        start = time.perf_counter()
-        cache_dir = Path(workdir) / "cache" / _vision_key(config)
-        detector.fit(data.train, Path(workdir) / "runs" / _config_key(config), cache="disk", cache_dir=cache_dir,
-                     overwrite=True, num_workers=0, progress=progress)  # fmt: skip
-        row["train_seconds"] = time.perf_counter() - start
-    result = evaluate(detector, data.test, num_workers=0, progress=progress)
-    row.update(result.metrics.data.loc["mean"].to_dict())
-    row["test_images_per_second"] = result.images_per_second
-    return row
-
-
-def compare_variants(
-    clip: CLIP, variants: Mapping[str, Variant | AnomalyCLIPConfig], data: StudyData, workdir: str | Path
-) -> pd.DataFrame:
-    """One row per variant: mean pixel AUROC/AUPRO and image AUROC/AP on the held-out images, in percent."""
-    rows = {}
-    for name, variant in variants.items():
-        log.info("variant %s", name)
-        rows[name] = train_and_evaluate(clip, variant, data, workdir)
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    metrics = [c for c in ("pixel_auroc", "pixel_aupro", "image_auroc", "image_ap") if c in table.columns]
-    table[metrics] = (table[metrics] * 100).round(1)
-    table.index.name = "variant"
-    return table[metrics + ["train_seconds"]]
 
 
 def score_frame(detector: Detector | AnomalyCLIP, records: Sequence[Record], batch_size: int = 8) -> pd.DataFrame:
@@ -242,39 +125,13 @@ def discover_datasets(root: str | Path) -> dict[str, str]:
     return found
 
 
-def load_clip(backbone: str = "tiny", pretrained: str | None = None, weights: str | None = None,
-              device: str = "cpu") -> CLIP:  # fmt: skip
-    """The frozen backbone a notebook uses: a weights file if given, else `backbone` with `pretrained`."""
-    if weights:
-        return load_backbone(str(weights), None, device=device)
-    return load_backbone(backbone, pretrained, device=device)
-
-
-def _config_key(config: AnomalyCLIPConfig) -> str:
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _vision_key(config: AnomalyCLIPConfig) -> str:
-    payload = {"backbone": config.backbone, "vision": dataclasses.asdict(config.vision)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
 __all__ = [
     "DATASET_FOLDERS",
     "FixedText",
-    "StudyData",
-    "Variant",
     "attention_maps",
-    "compare_variants",
     "diagonal_prominence",
     "discover_datasets",
-    "load_clip",
     "paper_dataset",
     "score_frame",
-    "smoke_config",
-    "study_data",
-    "train_and_evaluate",
     "variance_explained",
-    "with_prompt",
-    "with_vision",
 ]

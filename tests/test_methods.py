@@ -17,10 +17,11 @@ from anomalyclip.engine.inference import score_categories
 from anomalyclip.errors import CheckpointError, ConfigError
 from anomalyclip.head import gaussian_blur
 from anomalyclip.methods import METHODS, build_detector
-from anomalyclip.methods.prompted import PROMPTED
+from anomalyclip.methods.prompted import PROMPTED, PromptedDetector, method_config
 from anomalyclip.methods.vand import VANDConfig
 from anomalyclip.methods.vand import save_checkpoint as save_vand_checkpoint
-from anomalyclip.studies import Variant, score_frame
+from anomalyclip.model import AnomalyCLIP
+from anomalyclip.studies import score_frame
 
 SIZE = 112
 
@@ -39,10 +40,16 @@ def records(synth):
     return load_records(synth, split="test", categories=["disc", "square"])[::3]
 
 
+def prompted(config: AnomalyCLIPConfig, clip, method: str = "anomalyclip") -> PromptedDetector:
+    """A prompt-based method on an already built CLIP (fresh prompts for the learned methods)."""
+    blocks = len(clip.visual.transformer.resblocks)
+    return PromptedDetector(AnomalyCLIP(clip, method_config(method, config, blocks)), method)
+
+
 def detector_for(method: str, clip, shots: int = 0):
     """A small detector of `method`: prompted ones on the tiny CLIP, WinCLIP on its cheap tiny variant."""
     if method in PROMPTED:
-        return Variant(config(), method).detector(clip)
+        return prompted(config(), clip, method)
     if method == "vand":
         vand = VANDConfig(backbone="tiny", pretrained=None, image_size=SIZE, epochs=1, k_shot=shots)
         return build_detector(method, config=vand)
@@ -75,7 +82,7 @@ def test_loop_gives_exactly_what_the_method_computes_on_its_own(clip, synth, rec
 def test_clip_baseline_is_plain_open_clip(clip, records):
     """At the backbone's native size, `clip` equals open_clip's own encoders: pooled CLS with ln_post, last tokens."""
     size = clip.visual.image_size[0]
-    detector = Variant(config(size), "clip").detector(clip)
+    detector = prompted(config(size), clip, "clip")
     images = torch.stack([detector.image_transform()(read_image(r.image)) for r in records[:4]])
     with torch.no_grad():
         ours = detector(images, "disc")
@@ -96,7 +103,7 @@ def test_clip_baseline_is_plain_open_clip(clip, records):
 
 
 def test_coop_learns_one_context_before_state_and_class_on_plain_clip(clip):
-    detector = Variant(config(), "coop").detector(clip)
+    detector = prompted(config(), clip, "coop")
     prompt, vision = detector.config.prompt, detector.config.vision
     assert (prompt.deep_tokens, prompt.shared_context, vision.dpam_blocks, vision.global_ln_post) == (
         False, True, 0, True)  # fmt: skip
@@ -109,15 +116,15 @@ def test_coop_learns_one_context_before_state_and_class_on_plain_clip(clip):
 
 
 def test_score_frame_exposes_the_global_cosines_of_any_prompted_method(clip, records):
-    learned = score_frame(Variant(config()).detector(clip), records)
-    handmade = score_frame(Variant(config(), "clip").detector(clip), records)
+    learned = score_frame(prompted(config(), clip), records)
+    handmade = score_frame(prompted(config(), clip, "clip"), records)
     assert list(learned.category) == [r.category for r in records]
     assert {"cos_normal", "cos_abnormal", "map_max"} <= set(handmade.columns)
     assert not np.allclose(learned.score, handmade.score)
 
 
 def test_checkpoint_of_one_method_is_refused_by_another(clip, records, tmp_path):
-    detector = Variant(config(), "coop").detector(clip)
+    detector = prompted(config(), clip, "coop")
     result = detector.fit(records, tmp_path / "coop", num_workers=0, progress=False)
     with pytest.raises(CheckpointError, match=r"CoOp \(coop\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=result.checkpoint, backbone="tiny")
@@ -132,7 +139,7 @@ def test_checkpoint_of_one_method_is_refused_by_another(clip, records, tmp_path)
     with pytest.raises(CheckpointError, match=r"VAND \(vand\) checkpoint, but the method is AnomalyCLIP"):
         build_detector("anomalyclip", checkpoint=vand_checkpoint, backbone="tiny")
     with pytest.raises(CheckpointError, match=r"AnomalyCLIP \(anomalyclip\) checkpoint, but the method is VAND"):
-        official = save_official_checkpoint(tmp_path / "ac.pth", Variant(config()).detector(clip).model.prompt_learner)
+        official = save_official_checkpoint(tmp_path / "ac.pth", prompted(config(), clip).model.prompt_learner)
         build_detector("vand", checkpoint=official)
 
 
