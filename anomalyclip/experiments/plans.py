@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from anomalyclip.config import AnomalyCLIPConfig, TrainConfig, VisionConfig
 from anomalyclip.data import DATASETS, load_records
 from anomalyclip.errors import AnomalyCLIPError, ConfigError, DataError
-from anomalyclip.experiments.ablations import ablation_jobs, ablations
+from anomalyclip.experiments.ablations import Ablation, Variant, ablation_jobs, ablations, with_changes
 from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.experiments.protocol import PROTOCOLS, Protocol, smoke_sources, table_jobs
-from anomalyclip.experiments.store import RunStore
+from anomalyclip.experiments.store import JobResult, RunStore
 from anomalyclip.methods.registry import METHODS
 from anomalyclip.methods.vand import VANDConfig
 from anomalyclip.methods.winclip import WinCLIPConfig
@@ -52,6 +54,8 @@ class Setup:
     run_store: str = "runs"
     methods: tuple[str, ...] | str = "all"
     """Method names, or "all" (the six of the paper's tables)."""
+    backbones: Mapping[str, str | None] = field(default_factory=dict, hash=False)
+    """Table 13: other open_clip backbones (e.g. ViT-H-14) -> a weights file or pretrained tag; None: not run."""
 
     def __post_init__(self) -> None:
         if self.methods == "all":
@@ -64,6 +68,14 @@ class Setup:
         if unknown:
             raise ConfigError(f"unknown methods {unknown}; expected some of {list(METHODS)}")
         object.__setattr__(self, "methods", tuple(self.methods))
+        if not isinstance(self.backbones, Mapping) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in self.backbones.items()
+        ):
+            raise ConfigError(f"backbones={self.backbones!r}; expected a mapping such as {{'ViT-H-14': 'FILE or tag'}}")
+        if SETUP_BACKBONE in self.backbones:
+            raise ConfigError(f"backbones names {SETUP_BACKBONE}: its Table 13 row is the setup's own base job; "
+                              "give its weights with `weights` or `backbone`/`pretrained` instead")  # fmt: skip
+        object.__setattr__(self, "backbones", dict(self.backbones))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Setup:
@@ -208,14 +220,126 @@ def figure1_plan(setup: Setup) -> list[Job]:
     return [job for job in tables_plan(setup) if job.method in FIGURE1_METHODS]
 
 
+TEST_SPEED_METHODS = ("clip", "winclip", "anomalyclip")
+"""Table 8 compares the test-time speed of these methods; their Tables 1-2 jobs store their images per second."""
+COMPUTE_VARIANTS = {
+    "AnomalyCLIP": ("losses", "global + local (Focal + Dice)"),
+    "AnomalyCLIP without DPAM": ("dpam", "off (plain CLIP path)"),
+    "CoOp": ("prompts", "CoOp ([V][normal|anomalous][cls], plain CLIP)"),
+}
+"""Table 8's training rows (the paper's names) -> the ablation variant whose job's training time each reads."""
+
+
+def compute_jobs(setup: Setup) -> list[Job]:
+    """Table 8's training jobs: the `COMPUTE_VARIANTS` trained on the protocol's primary dataset (the same jobs as
+    those ablations'), tagged with their row under `compute`."""
+    sources = datasets(setup).sources
+    table = ablations(setup.protocol)
+    jobs = []
+    for row, (key, label) in COMPUTE_VARIANTS.items():
+        for job in ablation_jobs(setup, table[key], sources):
+            if job.tags["variant"] == label and job.tags["trained on"] == setup.rules.primary:
+                jobs.append(dataclasses.replace(job, tags={**job.tags, "compute": row}))
+    return jobs
+
+
+def training_plan(setup: Setup) -> list[Job]:
+    """Notebook 05: the loss ablation, Table 8's training jobs and the Tables 1-2 jobs of the methods it times at
+    test time."""
+    speed = [job for job in tables_plan(setup) if job.method in TEST_SPEED_METHODS]
+    return [*ablations_plan("losses")(setup), *compute_jobs(setup), *speed]
+
+
+SETUP_BACKBONE = "ViT-L-14-336"
+"""Table 13's row that the setup's own base job gives (whatever its backbone: `tiny` on the smoke protocol)."""
+TABLE13_BACKBONES = {"ViT-B-16-plus-240": "ViT-B-16-plus", SETUP_BACKBONE: "ViT-L-14", "ViT-H-14": "ViT-H-14"}
+"""The backbones of revised Table 13 (open_clip names) -> the names of `paper.ABLATIONS["backbone"]`."""
+DPAM_FIRST_BLOCK = 6
+"""DPAM runs from block 6 to the last block (blocks 6-24 of ViT-L's 24, FACTS §1.3)."""
+
+
+def backbone_settings(name: str, image_size: int) -> dict[str, Any]:
+    """AnomalyCLIP's settings that assume ViT-L's 24 blocks and patch 14, scaled to the open_clip ViT `name`: DPAM
+    from block 6 to the last, local features from the last block, the image size rounded to a multiple of the patch
+    size. Our reading: the paper does not say how it ran the other backbones."""
+    import open_clip
+
+    vision = (open_clip.get_model_config(name) or {}).get("vision_cfg", {})
+    depth, patch = vision.get("layers"), vision.get("patch_size")
+    if not isinstance(depth, int) or not isinstance(patch, int):
+        raise ConfigError(f"backbones: {name!r} is not an open_clip ViT model name; expected e.g. ViT-B-16-plus-240 "
+                          "or ViT-H-14 (open_clip.list_models())")  # fmt: skip
+    if depth < DPAM_FIRST_BLOCK:
+        raise ConfigError(f"backbones: {name} has {depth} blocks; DPAM from block {DPAM_FIRST_BLOCK} needs more")
+    return {
+        "vision.dpam_blocks": depth - DPAM_FIRST_BLOCK + 1,
+        "vision.features_list": (depth,),
+        "vision.image_size": max(patch, round(image_size / patch) * patch),
+    }
+
+
+def backbone_ablation(setup: Setup) -> Ablation:
+    """Table 13 as an ablation: the setup's base job as the ViT-L-14-336 row, and each other backbone (the paper's
+    and any in `setup.backbones`) with its weights and its scaled settings (`backbone_settings`)."""
+    variants = [Variant(SETUP_BACKBONE, paper=TABLE13_BACKBONES[SETUP_BACKBONE])]
+    for name in dict.fromkeys([*TABLE13_BACKBONES, *setup.backbones]):
+        if name != SETUP_BACKBONE:
+            weights = {"backbone": name, "pretrained": setup.backbones.get(name)}
+            changes = weights | backbone_settings(name, setup.image_size)
+            variants.append(Variant(name, changes, paper=TABLE13_BACKBONES.get(name)))
+    return Ablation("backbones", "Backbones (revised Table 13)", "table13", tuple(variants), SETUP_BACKBONE,
+                    numbers="backbone")  # fmt: skip
+
+
+def backbone_jobs(setup: Setup) -> list[Job]:
+    """Table 13's jobs: the setup's base job and, for each backbone given weights in `setup.backbones`, AnomalyCLIP's
+    base job on it, under the ablation transfers."""
+    ablation = backbone_ablation(setup)
+    runnable = tuple(v for v in ablation.variants if v.label == SETUP_BACKBONE or setup.backbones.get(v.label))
+    return ablation_jobs(setup, dataclasses.replace(ablation, variants=runnable), datasets(setup).sources)
+
+
+def backbone_status(setup: Setup, jobs: list[Job], results: Mapping[str, JobResult]) -> pd.DataFrame:
+    """One row per backbone of Table 13 (never none): what it ran as, its scaled settings and its status (`ok`,
+    `failed: ...`, or `not run` and why)."""
+    ablation = backbone_ablation(setup)
+    store = setup.store()
+    rows = []
+    for variant in ablation.variants:
+        config = with_changes(setup.config("anomalyclip"), variant.changes)
+        mine = [j for j in jobs if j.tags.get("ablation") == ablation.key and j.tags.get("variant") == variant.label]
+        failed = [f"trained on {j.tags['trained on']}: {(store.failure(j) or {}).get('error', 'no result')}"
+                  for j in mine if j.id not in results]  # fmt: skip
+        if variant.label != SETUP_BACKBONE and not setup.backbones.get(variant.label):
+            status = "not run: no weights given (parameter `backbones`)"
+        elif not mine:
+            status = f"not run: needs both auxiliary datasets ({setup.rules.primary}, {setup.rules.secondary})"
+        else:
+            status = "; ".join(f"failed ({why})" for why in failed) or "ok"
+        vision = config["vision"]
+        rows.append({"backbone": variant.label, "run as": _weights(config),
+                     "DPAM blocks": vision["dpam_blocks"], "local features": tuple(vision["features_list"]),
+                     "image size": vision["image_size"], "status": status})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _weights(config: Mapping[str, Any]) -> str:
+    return config["backbone"] + (f" ({config['pretrained']})" if config["pretrained"] else "")
+
+
+def modules_plan(setup: Setup) -> list[Job]:
+    """Notebook 08: the module ablations (Table 4, leave-one-out) and the backbones of Table 13."""
+    return [*ablations_plan("modules", "leave_one_out")(setup), *backbone_jobs(setup)]
+
+
 PLANS: dict[str, Callable[[Setup], list[Job]]] = {
     "01_clip_misalignment": figure1_plan,
     "02_prompt_design": ablations_plan("prompts", "state_word"),
     "03_deep_text_prompting": ablations_plan("prompt_length", "token_depth", "token_length", "lambda"),
     "04_vv_attention_ablation": ablations_plan("dpam", "dpam_blocks"),
-    "05_training": ablations_plan("losses"),
+    "05_training": training_plan,
     "06_evaluation_17_datasets": tables_plan,
     "07_medical_tuning": medical_plan,
-    "08_module_ablation": ablations_plan("modules", "leave_one_out"),
+    "08_module_ablation": modules_plan,
 }
 """Notebook -> the jobs it reads; `reproduce` runs their union before executing the notebooks."""

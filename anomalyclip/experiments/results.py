@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from anomalyclip.data import Record
-from anomalyclip.errors import ConfigError, DataError
-from anomalyclip.experiments.jobs import DataSource
+from anomalyclip.errors import AnomalyCLIPError, ConfigError, DataError
+from anomalyclip.experiments.jobs import DataSource, Job
 from anomalyclip.experiments.store import JobResult
 from anomalyclip.methods import Detector, build_detector
 from anomalyclip.methods.registry import METHODS, method_config_from_dict
@@ -41,6 +42,42 @@ def image_scores(result: JobResult, target: str) -> pd.DataFrame:
     """The per-image scores (image, category, defect, label, score, map_max) of one target of a finished job."""
     folder = result.folder / result.data["targets"][target]["folder"]
     return pd.read_csv(folder / "scores.csv")
+
+
+def training_history(result: JobResult) -> pd.DataFrame:
+    """The per-step losses (epoch, step, global, local, total) that a learning job's training stored beside its
+    checkpoints (`engine.training` writes them after every epoch)."""
+    from anomalyclip.engine.training import load_history
+
+    if result.checkpoint is None:
+        raise AnomalyCLIPError(f"job {result.job.id} ({result.job.method}) trained nothing: it has no loss history")
+    return pd.DataFrame(load_history(result.checkpoint.parent), columns=["epoch", "step", "global", "local", "total"])
+
+
+def minutes_per_epoch(result: JobResult) -> float:
+    """A prompt-learning job's stored training time per epoch, in minutes, with the feature cache: its one backbone
+    pass (or the reading of it, when another job on the same images built it) is spread over the epochs."""
+    return result.data["timings"]["train_seconds"] / result.job.config["train"]["epochs"] / 60
+
+
+def images_per_second(results: Iterable[JobResult]) -> float:
+    """Test-time speed over every target of `results`: images scored per second, metrics included."""
+    targets = [target for result in results for target in result.data["targets"].values()]
+    seconds = sum(t["seconds"] for t in targets)
+    return sum(t["images"] for t in targets) / seconds if seconds else float("nan")
+
+
+def uncached_epoch_minutes(job: Job, out_dir: str | Path, *, device: str | torch.device = "cpu") -> float:
+    """Minutes of one training epoch of a prompt-learning `job`'s configuration on its training images without the
+    feature cache, as the official code trains (the frozen backbone encodes every batch again); measured now."""
+    from anomalyclip.experiments.ablations import with_changes
+
+    if job.train is None:
+        raise AnomalyCLIPError(f"job {job.id} ({job.method}) has no training source: there is no epoch to time")
+    config = method_config_from_dict(job.method, with_changes(job.config, {"train.epochs": 1}))
+    detector = build_detector(job.method, config=config, device=device)
+    fitted = detector.fit(job.train.records(), out_dir, cache="none", overwrite=True, num_workers=0, progress=False)
+    return fitted.train_seconds / 60
 
 
 def job_detector(result: JobResult, device: str | torch.device = "cpu") -> Detector:
