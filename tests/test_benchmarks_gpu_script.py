@@ -31,11 +31,11 @@ def number(pattern: str, text: str) -> float:
     return float(found.group(1))
 
 
-TINY = ["--device", "cpu", "--size", "112", "--workers", "0"]
+TINY = ["--device", "cpu", "--workers", "0"]
 
 
 def test_fp32_against_bf16_prints_both_speeds_and_their_differences(benchmarks, capsys) -> None:
-    benchmarks[0].main(["precision", *TINY, "--images", "8", "--batch-size", "4"])
+    benchmarks[0].main(["precision", *TINY, "--size", "56", "--images", "8", "--batch-size", "4"])
     out = capsys.readouterr().out
     for precision in ("fp32", "bf16"):
         assert re.search(rf"(?m)^{precision}  8 images in [\d.]+ s = [\d.]+ images/s$", out), out
@@ -45,26 +45,27 @@ def test_fp32_against_bf16_prints_both_speeds_and_their_differences(benchmarks, 
 
 
 def test_official_style_loop_scores_as_ours_and_the_ratio_is_printed(benchmarks, capsys) -> None:
-    benchmarks[0].main(["official", *TINY, "--images", "8", "--batch-size", "4"])
+    benchmarks[0].main(["official", *TINY, "--size", "112", "--images", "8", "--batch-size", "4"])
     out = capsys.readouterr().out
     ratio = number(r"ours / official-style: ([\d.]+)x images/s", out)
     assert math.isfinite(ratio) and ratio > 0
     assert number(r"official-style loop .*: [\d.]+ s = ([\d.]+) images/s", out) > 0
-    gap = number(r"largest difference of the mean metrics, ours \(fp32\) - official-style \(fp32\): ([\d.e+-]+)", out)
-    assert gap < 1e-4, "in fp32 our smoothing and metrics must give the official numbers"
+    gap = number(r"largest difference of the per-category metrics, ours \(fp32\) - [^:]+: ([\d.e+-]+)", out)
+    assert gap < 5e-4, "in fp32 ours must give the official numbers to well within the 0.1 % the tables print"
 
 
-def test_protocol_runs_both_jobs_over_every_paper_dataset_at_its_scaled_size(benchmarks, capsys, tmp_path) -> None:
+def test_protocol_runs_both_jobs_over_every_paper_dataset_at_its_scaled_size(benchmarks, capsys) -> None:
     scale = 0.01
     before = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
-    benchmarks[1].main([*TINY, "--backbone", "tiny", "--epochs", "1", "--scale", str(scale), "--max-categories", "1",
-                        "--source-size", "64", "--pool", "2"])  # fmt: skip
+    benchmarks[1].main([*TINY, "--size", "56", "--backbone", "tiny", "--epochs", "1", "--scale", str(scale),
+                        "--max-categories", "1", "--source-size", "64", "--pool", "2"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "paper profile, AnomalyCLIP, Tables 1-2: tiny (random weights) at 112 px, 1 epochs" in out
+    assert "paper profile, AnomalyCLIP, Tables 1-2: tiny (random weights) at 56 px, 1 epochs" in out
     jobs = re.findall(r"(?m)^job (\d)/2: trained on (\w+) .*: ([\d.]+) s$", out)
     assert sorted(train for _, train, _ in jobs) == ["mvtec", "visa"], out
-    evaluated = dict(re.findall(r"(?m)^  (\w+) +(\d+) images +[\d.]+ s +[\d.]+ images/s$", out))
-    assert sorted(evaluated) == sorted(PAPER_DATASETS), "every dataset of the paper is evaluated once"
+    rows = re.findall(r"(?m)^  (\w+) +(\d+) images +[\d.]+ s +[\d.]+ images/s$", out)
+    assert sorted(name for name, _ in rows) == sorted(PAPER_DATASETS), "every dataset of the paper is evaluated once"
+    evaluated = dict(rows)
     for name in PAPER_DATASETS:
         normal, anomalous = next(iter(DATASET_SPECS[name].test_sizes().values()))
         expected = sum(max(1, round(n * scale)) for n in (normal, anomalous) if n)
