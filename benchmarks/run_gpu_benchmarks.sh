@@ -39,7 +39,7 @@ BUDGET_S=${BUDGET_S:-580}
 part() {  # part MIN_S TITLE COMMAND...: run COMMAND if MIN_S seconds of the budget are left, stop it at its end
   local least=$1 title=$2 start=$SECONDS left=$((BUDGET_S - SECONDS))
   shift 2
-  if [ "$left" -lt "$least" ]; then
+  if [ "$left" -lt "$least" ] || [ "$left" -le 0 ]; then
     echo "## $title: skipped (${left} s of the budget left, it needs ${least} s)"
     return
   fi
