@@ -28,13 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_metrics import official_aupro_loop  # noqa: E402
 
 from anomalyclip import metrics as M  # noqa: E402
+from anomalyclip.data.specs import DATASET_SPECS  # noqa: E402
 
 SIZE = 518
-MVTEC_TEST_SIZES = {
-    "bottle": 83, "cable": 150, "capsule": 132, "carpet": 117, "grid": 78, "hazelnut": 110, "leather": 124,
-    "metal_nut": 115, "pill": 167, "screw": 160, "tile": 117, "toothbrush": 42, "transistor": 100, "wood": 79,
-    "zipper": 151,
-}  # fmt: skip
+MVTEC_TEST_SIZES = {category: sum(split) for category, split in DATASET_SPECS["mvtec"].test_sizes().items()}
 
 
 def synthetic_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,19 @@ def test_the_registry_downloads_and_paper_are_the_specs() -> None:
     }, "Table 2 reports image metrics exactly for the medical sets without masks"
 
 
+def test_every_paper_dataset_has_its_test_split_and_its_categories_add_up_to_it() -> None:
+    for name in PAPER_DATASETS:
+        spec = DATASET_SPECS[name]
+        sizes = spec.test_sizes()
+        assert list(sizes) == list(spec.categories), name
+        assert tuple(map(sum, zip(*sizes.values(), strict=True))) == spec.test_split, name
+        assert not spec.category_split or len(spec.category_split) == len(spec.categories), name
+        spread = {sum(pair) for pair in sizes.values()}
+        assert spec.category_split or max(spread) - min(spread) <= 2, f"{name}: spread evenly, remainders first"
+    assert sum(DATASET_SPECS["mvtec"].test_split) == 1725 and sum(DATASET_SPECS["visa"].test_split) == 2162  # FACTS
+    assert not DATASET_SPECS["generic"].test_sizes()
+
+
 def test_every_name_points_to_one_dataset() -> None:
     names = [key for s in SPECS for key in {name_key(a) for a in s.names}]
     assert len(names) == len(set(names)) == len(ALIASES), "an alias of two datasets"

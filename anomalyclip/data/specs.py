@@ -63,7 +63,11 @@ class DatasetSpec:
     aliases: tuple[str, ...] = ()
     stand_ins: tuple[str, ...] = ()
     summary: str = ""
-    """Sizes as published (test split, normal / anomalous), for the README."""
+    """A few words on the contents for the README (the sizes come from `test_split`)."""
+    test_split: tuple[int, int] | None = None
+    """(normal, anomalous) images of the test split the paper evaluates, as its dataset table lists them."""
+    category_split: tuple[tuple[int, int], ...] = ()
+    """`test_split` per category, in the order of `categories`, where the dataset's own pages publish it."""
     notes: str = ""
     """What the README says about the layout beyond the layouts' own descriptions."""
 
@@ -85,6 +89,16 @@ class DatasetSpec:
     def target(self) -> str:
         """The folder under a download root that the dataset is unpacked into."""
         return self.name
+
+    def test_sizes(self) -> dict[str, tuple[int, int]]:
+        """(normal, anomalous) test images per category: as published, else `test_split` spread evenly over the
+        categories (the first ones take the remainders); empty when the split is not recorded."""
+        if self.category_split:
+            return dict(zip(self.categories, self.category_split, strict=True))
+        if self.test_split is None:
+            return {}
+        k = len(self.categories)
+        return {c: tuple(n // k + (i < n % k) for n in self.test_split) for i, c in enumerate(self.categories)}
 
 
 def name_key(name: str) -> str:
@@ -125,6 +139,14 @@ VISA_CATEGORIES = (
     "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1", "pcb2", "pcb3",
     "pcb4", "pipe_fryum",
 )
+MVTEC_CATEGORY_SPLIT = (
+    (20, 63), (58, 92), (23, 109), (28, 89), (21, 57), (40, 70), (32, 92), (22, 93), (26, 141), (41, 119), (33, 84),
+    (12, 30), (60, 40), (19, 60), (32, 119),
+)
+VISA_CATEGORY_SPLIT = (  # split_csv/1cls.csv
+    (100, 100), (60, 100), (50, 100), (50, 100), (50, 100), (100, 100), (100, 100), (100, 100), (100, 100),
+    (101, 100), (101, 100), (50, 100),
+)
 DTD_CATEGORIES = (
     "Woven_001", "Woven_127", "Woven_104", "Stratified_154", "Blotchy_099", "Woven_068", "Woven_125",
     "Marbled_078", "Perforated_037", "Mesh_114", "Fibrous_183", "Matted_069",
@@ -155,7 +177,9 @@ SPECS: tuple[DatasetSpec, ...] = (
             "Unpack it into {target} (15 category folders: bottle, cable, ..., zipper)",
         ),
         aliases=("MVTec AD", "mvtec_anomaly_detection"),
-        summary="15 categories, 467 / 1,258",
+        summary="15 categories",
+        test_split=(467, 1258),
+        category_split=MVTEC_CATEGORY_SPLIT,
     ),
     _spec(
         name="visa",
@@ -174,7 +198,9 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence="CC BY 4.0 (the LICENSE-DATASET file of amazon-science/spot-diff), "
         "https://creativecommons.org/licenses/by/4.0/",
         homepage="https://github.com/amazon-science/spot-diff",
-        summary="12 categories, 962 / 1,200",
+        summary="12 categories",
+        test_split=(962, 1200),
+        category_split=VISA_CATEGORY_SPLIT,
         notes="images `<object>/Data/Images/{Normal,Anomaly}/*.JPG`, masks `<object>/Data/Masks/Anomaly/*.png`",
     ),
     _spec(
@@ -193,6 +219,8 @@ SPECS: tuple[DatasetSpec, ...] = (
             "bracket_white, connector, metal_plate, tubes), each in MVTec layout",
         ),
         summary="6 categories",
+        test_split=(176, 282),
+        category_split=((32, 47), (26, 51), (30, 30), (30, 14), (26, 71), (32, 69)),
     ),
     _spec(
         name="btad",
@@ -211,6 +239,8 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence=CC_BY_NC_SA,
         homepage="https://avires.dimi.uniud.it/papers/btad/",
         summary="3 categories",
+        test_split=(451, 290),
+        category_split=((21, 49), (30, 200), (400, 41)),
         notes="the download unpacks into `BTech_Dataset_transformed/` (pass that folder); masks are named as their "
         "image, `.png` or `.bmp`",
     ),
@@ -233,6 +263,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         homepage="https://www.vicos.si/resources/kolektorsdd/",
         aliases=("KolektorSDD", "KSDD"),
         summary="see the SDD section below",
+        test_split=(181, 74),
         notes="labels are palette BMPs; the MVTec-like fallback is a prepared `electrical commutators/` folder",
     ),
     _spec(
@@ -250,6 +281,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         ),
         aliases=("DAGM 2007",),
         summary="10 classes, Kaggle upload",
+        test_split=(6996, 1054),
         notes="an image is anomalous exactly when it has a label",
     ),
     _spec(
@@ -267,6 +299,7 @@ SPECS: tuple[DatasetSpec, ...] = (
             "Unpack it into {target}: 12 texture folders (Blotchy_099, ..., Woven_127) in MVTec layout",
         ),
         summary="12 textures",
+        test_split=(357, 947),
         notes="defects in `test/bad`, masks in `ground_truth/bad`",
     ),
     _spec(
@@ -281,7 +314,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence="see the Kaggle page (CC BY-SA 4.0 as listed there)",
         homepage="https://www.kaggle.com/datasets/felipekitamura/head-ct-hemorrhage",
         instructions=_kaggle("felipekitamura/head-ct-hemorrhage", "head_ct/NNN.png and labels.csv (id, hemorrhage)"),
-        summary="100 / 100",
+        test_split=(100, 100),
         notes="also Kaggle's nested `head_ct/head_ct/`",
     ),
     _spec(
@@ -298,7 +331,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         instructions=_kaggle(
             "navoneel/brain-mri-images-for-brain-tumor-detection", "brain_tumor_dataset/{no,yes}/*.jpg|png"
         ),
-        summary="253 images",
+        test_split=(98, 155),
         notes="mixed jpg/png, sizes, grey",
     ),
     _spec(
@@ -312,7 +345,7 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence="see the Kaggle page",
         homepage="https://www.kaggle.com/datasets/ahmedhamada0/brain-tumor-detection",
         instructions=_kaggle("ahmedhamada0/brain-tumor-detection", "no/*.jpg and yes/*.jpg"),
-        summary="1,500 / 1,500",
+        test_split=(1500, 1500),
         notes="the unlabelled `pred/` folder is left out (and said so)",
     ),
     _spec(
@@ -330,6 +363,7 @@ SPECS: tuple[DatasetSpec, ...] = (
             "COVID-19_Radiography_Dataset/{COVID,Normal,...}/images/*.png",
         ),
         aliases=("COVID-19 Radiography", "COVID-19_Radiography_Dataset"),
+        test_split=(1341, 219),
         notes="folder names in any case, images directly inside or in `images/`; the lung `masks/` and the other "
         "classes are left out (and said so)",
     ),
@@ -369,7 +403,8 @@ SPECS: tuple[DatasetSpec, ...] = (
         homepage="https://challenge.isic-archive.com/data/#2016",
         aliases=("ISIC 2016", "ISIC 2017"),
         stand_ins=("HAM10000",),
-        summary="379 images, all lesions",
+        summary="all lesions",
+        test_split=(0, 379),
     ),
     _spec(
         name="colondb",
@@ -386,7 +421,8 @@ SPECS: tuple[DatasetSpec, ...] = (
             "folder of the polyp test collection at https://figshare.com/articles/figure/Polyp_DataSet_zip/21221579",
             "Put it in {target}: images N.tiff and masks pN.tiff, or images/ and masks/",
         ),
-        summary="380 polyps",
+        summary="polyps",
+        test_split=(0, 380),
     ),
     _spec(
         name="clinicdb",
@@ -410,7 +446,8 @@ SPECS: tuple[DatasetSpec, ...] = (
             "https://figshare.com/articles/figure/Polyp_DataSet_zip/21221579)",
             "Put it in {target}: images/N.tif and masks/N.tif (TIFF: read with tifffile)",
         ),
-        summary="612 polyps",
+        summary="polyps",
+        test_split=(0, 612),
         notes="TIFF read with tifffile",
     ),
     _spec(
@@ -424,7 +461,8 @@ SPECS: tuple[DatasetSpec, ...] = (
         licence="research and education only; cite Jha et al., MMM 2020 (see the homepage)",
         homepage="https://datasets.simula.no/kvasir-seg/",
         aliases=("Kvasir-SEG",),
-        summary="1,000 polyps",
+        summary="polyps",
+        test_split=(0, 1000),
         notes="lossy JPEG masks: the threshold matters",
     ),
     _spec(
@@ -442,6 +480,7 @@ SPECS: tuple[DatasetSpec, ...] = (
             "Put them in {target}: images/<id>.jpg and masks/<id>.png",
         ),
         aliases=("EndoTect",),
+        test_split=(0, 200),
     ),
     _spec(
         name="tn3k",
@@ -456,7 +495,7 @@ SPECS: tuple[DatasetSpec, ...] = (
             "Open the homepage and follow its Google Drive link to TN3K (no stable direct address)",
             "Unpack it into {target}: test-image/*.jpg and test-mask/*.jpg",
         ),
-        summary="614 test",
+        test_split=(0, 614),
     ),
     _spec(
         name="generic",
@@ -514,7 +553,10 @@ def _cell(text: str) -> str:
 
 
 def _row(spec: DatasetSpec) -> str:
-    title = f"{spec.title}: {spec.summary}" if spec.summary else spec.title
+    facts = [spec.summary] if spec.summary else []
+    if spec.test_split is not None:
+        facts.append("test split {:,} / {:,}".format(*spec.test_split))
+    title = f"{spec.title}: {', '.join(facts)}" if facts else spec.title
     layouts = "; or ".join(f"`{layout.expects}`" for layout in spec.layouts if layout.name != "official meta.json")
     if spec.name == "meta_json":
         layouts = f"`{spec.native[0].expects}`"
