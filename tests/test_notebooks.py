@@ -163,23 +163,26 @@ def test_nbval_passes_noise_and_fails_a_real_change(tmp_path: Path) -> None:
     losses = code[3]
     assert tolerance.is_marked(losses.source) and "per_epoch" in losses.source, "cell 3 shows the mean epoch losses"
 
-    def showing_losses(source: str) -> nbformat.NotebookNode:
+    def showing_losses(table: str, setup: str = "") -> nbformat.NotebookNode:
+        """A copy of the loss cell printing `table` (after `setup`) in place of the per-epoch losses."""
         cell = copy.deepcopy(losses)
-        cell.source = f"# {tolerance.MARKER}\n{source}"
+        cell.source = (f"# {tolerance.MARKER}\n{setup}"
+                       "print(f\"trained on {base.train.name}: {len(history)} steps, \"\n"
+                       "      f\"λ = {base.config['loss']['lambda_local']}\")\n"
+                       f"print(({table}).round(3).to_string())")  # fmt: skip
         return cell
 
     checks = {
-        "noise +0.9 unit": showing_losses("(per_epoch + 0.0009).round(3)"),
-        "noise -0.9 unit": showing_losses("(per_epoch - 0.0009).round(3)"),
-        "one loss +2.5 units": showing_losses(
-            "bumped = per_epoch.copy()\nbumped.iloc[6, 1] += 0.0025\nbumped.round(3)"
-        ),
+        "noise +0.9 unit": showing_losses("per_epoch + 0.0009"),
+        "noise -0.9 unit": showing_losses("per_epoch - 0.0009"),
+        "one loss +2.5 units": showing_losses("bumped", "bumped = per_epoch.copy()\nbumped.iloc[6, 1] += 0.0025\n"),
         "wrong lambda": showing_losses(
+            "wrong_history.groupby('epoch')[['global', 'local', 'total']].mean()",
             "import dataclasses\n"
-            "wrong = base.replace(loss=dataclasses.replace(base.loss, lambda_local=3.6))\n"
-            "again = train(AnomalyCLIP(clip, wrong), data.train, run_dir / 'wrong', cache='memory', num_workers=0,\n"
-            "              progress=False)\n"
-            "pd.DataFrame(again.history).groupby('epoch')[['global', 'local', 'total']].mean().round(3)"
+            "from anomalyclip.experiments.ablations import with_changes\n"
+            "from anomalyclip.experiments.run import run_job\n"
+            "wrong = dataclasses.replace(base, config=with_changes(base.config, {'loss.lambda_local': 3.6}))\n"
+            "wrong_history = training_history(run_job(wrong, setup.store()))\n",
         ),
     }
     for number, cell in enumerate(checks.values()):
@@ -202,10 +205,10 @@ def test_nbval_passes_noise_and_fails_a_real_change(tmp_path: Path) -> None:
     for case in ET.parse(report).getroot().iter("testcase"):
         failure = case.find("failure")
         outcomes[case.get("name")] = "passed" if failure is None else failure.get("message", "failed")
-    names = ["params", "setup", "training", "losses", *checks]
+    names = ["params", "setup", "jobs", "losses", *checks]
     assert len(outcomes) == len(names), run.stdout[-3000:]
     by_name = dict(zip(names, (outcomes[f"Cell {i}"] for i in range(len(names))), strict=True))
-    for name in ["params", "setup", "training", "losses", "noise +0.9 unit", "noise -0.9 unit"]:
+    for name in ["params", "setup", "jobs", "losses", "noise +0.9 unit", "noise -0.9 unit"]:
         assert by_name[name] == "passed", f"{name}: {by_name[name]}"
     for name in ["one loss +2.5 units", "wrong lambda"]:
         assert "Cell outputs differ" in by_name[name], f"{name} should fail the comparison, got: {by_name[name]}"
