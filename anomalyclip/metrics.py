@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -435,11 +436,25 @@ def _regions(mask: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return scores[box][inside], labels[inside], count
 
 
+_SPARE_ROOM: list[np.ndarray] = []  # the reserved room of the last pixel-score column dropped, for the next one
+
+
+def _take_room(size: int, dtype: np.dtype) -> np.ndarray:
+    """An empty array of at least `size` values: the spare room if it fits (see `_Column`), else a new array."""
+    try:
+        room = _SPARE_ROOM.pop()
+    except IndexError:
+        return np.empty(size, dtype)
+    return room if room.dtype == dtype and room.size >= size else np.empty(size, dtype)
+
+
 class _Column:
     """A 1-D array filled batch by batch, grown by doubling like a list, with room for `reserve` values from the start.
 
     Memory pages are committed only when written, so room costs address space, not RAM: a category's scores are then
-    written once, never gathered from a list of batches into a second copy.
+    written once, never gathered from a list of batches into a second copy. When the column is dropped, its reserved
+    room goes to the next column that reserves room: the first write to a fresh page is a page fault, which costs as
+    much as the copy itself (several times more on a busy machine), once per category otherwise.
     """
 
     def __init__(self, dtype: np.dtype | type, reserve: int = 0) -> None:
@@ -451,7 +466,8 @@ class _Column:
         """Append `values` (cast to the column's dtype)."""
         end = self.size + values.size
         if end > self._data.size:
-            grown = np.empty(max(end, 2 * self._data.size, self._reserve), self._data.dtype)
+            size = max(end, 2 * self._data.size, self._reserve)
+            grown = _take_room(size, self._data.dtype) if size == self._reserve else np.empty(size, self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : end] = values.reshape(-1)
@@ -461,6 +477,11 @@ class _Column:
     def values(self) -> np.ndarray:
         """The values so far (a view)."""
         return self._data[: self.size]
+
+    def __del__(self) -> None:
+        """Hand the reserved room on (see the class docstring), unless a view of it is still alive."""
+        if self._reserve and self._data.size == self._reserve and sys.getrefcount(self._data) == 2:
+            _SPARE_ROOM[:] = [self._data]
 
 
 def _image_split(labels: np.ndarray, scores: np.ndarray) -> _Scores:
