@@ -305,6 +305,17 @@ def test_blocked_ranks_equal_searchsorted(block):
     assert np.array_equal(below + own + extra, np.searchsorted(values, needles, "right"))
 
 
+@pytest.mark.parametrize("block", [1, 2, 4096])
+def test_ranks_count_further_copies_of_every_length(block):
+    further = np.array([0, 1, 2, 3, 1, 0, 1])  # copies beyond a needle's own; the last needle ends the values
+    own = np.random.default_rng(block).integers(1, 3, further.size)
+    needles = np.arange(further.size, dtype=np.float32) * 2
+    values = np.sort(np.r_[np.repeat(needles, own + further), needles[:-1] + 1]).astype(np.float32)
+    below, extra = M._ranks(values, needles, own, block)
+    assert np.array_equal(below, np.searchsorted(values, needles, "left"))
+    assert np.array_equal(below + own + extra, np.searchsorted(values, needles, "right"))
+
+
 # -------------------------------------------------------------------------------------------------- tables
 
 
