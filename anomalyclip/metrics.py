@@ -443,7 +443,8 @@ _SPARE_ROOM: list[np.ndarray] = []  # the reserved room of the last pixel-score 
 
 
 def _take_room(size: int, dtype: np.dtype) -> np.ndarray:
-    """An empty array of at least `size` values: the spare room if it fits (see `_Column`), else a new array."""
+    """An empty array of at least `size` values: the spare room if it fits (see `_Column`), else a new array (and a
+    spare that does not fit is let go)."""
     try:
         room = _SPARE_ROOM.pop()
     except IndexError:
@@ -483,7 +484,8 @@ class _Column:
 
     def __del__(self) -> None:
         """Hand the reserved room on (see the class docstring), unless a view of it is still alive."""
-        if self._reserve and self._data.size == self._reserve and sys.getrefcount(self._data) == 2:
+        unviewed = sys.getrefcount(self._data) == 2  # this attribute and getrefcount's own argument
+        if self._reserve and self._data.size == self._reserve and unviewed:
             _SPARE_ROOM[:] = [self._data]
 
 
