@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ def _ranks(
 
     Needles are searched a block at a time, each block only in the window of values that its first needle and the
     next block's first needle delimit, so that the binary searches stay in cache (a third faster on 45 M pixel
-    scores); only needles with further copies are searched a second time.
+    scores). A needle with further copies has one as a rule; only those with more are searched a second time.
     """
     edges = np.r_[_search(sorted_values, sorted_needles[::block], "left"), sorted_values.size].tolist()
     below, extra = np.empty(sorted_needles.size, np.intp), np.zeros(sorted_needles.size, np.intp)
@@ -253,7 +254,10 @@ def _ranks(
         past_own = first + own[part]
         tied = np.flatnonzero(window.take(past_own, mode="clip") == needles)
         tied = tied[past_own[tied] < window.size]
-        extra[i * block + tied] = _search(window, needles[tied], "right") - past_own[tied]
+        after = past_own[tied] + 1
+        more = tied[(after < window.size) & (window.take(after, mode="clip") == needles[tied])]
+        extra[i * block + tied] = 1
+        extra[i * block + more] = _search(window, needles[more], "right") - past_own[more]
         below[part] = first + start
     return below, extra
 
@@ -435,11 +439,26 @@ def _regions(mask: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return scores[box][inside], labels[inside], count
 
 
+_SPARE_ROOM: list[np.ndarray] = []  # the reserved room of the last pixel-score column dropped, for the next one
+
+
+def _take_room(size: int, dtype: np.dtype) -> np.ndarray:
+    """An empty array of at least `size` values: the spare room if it fits (see `_Column`), else a new array (and a
+    spare that does not fit is let go)."""
+    try:
+        room = _SPARE_ROOM.pop()
+    except IndexError:
+        return np.empty(size, dtype)
+    return room if room.dtype == dtype and room.size >= size else np.empty(size, dtype)
+
+
 class _Column:
     """A 1-D array filled batch by batch, grown by doubling like a list, with room for `reserve` values from the start.
 
     Memory pages are committed only when written, so room costs address space, not RAM: a category's scores are then
-    written once, never gathered from a list of batches into a second copy.
+    written once, never gathered from a list of batches into a second copy. When the column is dropped, its reserved
+    room goes to the next column that reserves room: the first write to a fresh page is a page fault, which costs as
+    much as the copy itself (several times more on a busy machine), once per category otherwise.
     """
 
     def __init__(self, dtype: np.dtype | type, reserve: int = 0) -> None:
@@ -451,7 +470,8 @@ class _Column:
         """Append `values` (cast to the column's dtype)."""
         end = self.size + values.size
         if end > self._data.size:
-            grown = np.empty(max(end, 2 * self._data.size, self._reserve), self._data.dtype)
+            size = max(end, 2 * self._data.size, self._reserve)
+            grown = _take_room(size, self._data.dtype) if size == self._reserve else np.empty(size, self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
         self._data[self.size : end] = values.reshape(-1)
@@ -461,6 +481,12 @@ class _Column:
     def values(self) -> np.ndarray:
         """The values so far (a view)."""
         return self._data[: self.size]
+
+    def __del__(self) -> None:
+        """Hand the reserved room on (see the class docstring), unless a view of it is still alive."""
+        unviewed = sys.getrefcount(self._data) == 2  # this attribute and getrefcount's own argument
+        if self._reserve and self._data.size == self._reserve and unviewed:
+            _SPARE_ROOM[:] = [self._data]
 
 
 def _image_split(labels: np.ndarray, scores: np.ndarray) -> _Scores:

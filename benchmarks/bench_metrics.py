@@ -127,12 +127,12 @@ if __name__ == "__main__":
         SECTIONS[name](np.random.default_rng(1) if name == "sklearn" else generator)
 
 
-# Output of `python benchmarks/bench_metrics.py` (2-core KVM Xeon with AVX-512, load average ~3 from other jobs;
-# benchmarks/README.md has the code before the speed-up on the same machine, run alternately with this):
+# Output of `python benchmarks/bench_metrics.py` (2026-11-28, 2-core KVM Xeon with AVX-512, load average 2.1 from
+# other jobs; benchmarks/README.md has the code before the speed-ups on the same machine, run alternately with this):
 # CPU cores available: 2, numpy 2.4.6
 # official AUPRO, 100 maps 518x518: 0.18 s, median of 3 (AUPRO 0.5395)
-# loop oracle (tests/test_metrics.py): 1.2 s on 10 maps, x10 -> 12 s for 100 maps
-# speed-up: 66x
+# loop oracle (tests/test_metrics.py): 1.1 s on 10 maps, x10 -> 11 s for 100 maps
+# speed-up: 62x
 # | objects | pixel_auroc | pixel_aupro | image_auroc | image_ap |
 # |---|---|---|---|---|
 # | bottle | 79.7 | 51.7 | 46.9 | 73.4 |
@@ -151,8 +151,8 @@ if __name__ == "__main__":
 # | wood | 81.2 | 52.6 | 58.7 | 83.9 |
 # | zipper | 80.6 | 52.5 | 56.6 | 76.7 |
 # | mean | 80.2 | 51.4 | 57.3 | 75.3 |
-# four paper metrics, 15 categories, 1725 maps 518x518: 6.05 s (CPU 5.84 s) (target < 60 s)
-# all 8 metrics again from the same accumulators (no update): 9.11 s (CPU 8.84 s)
-# pixel AUROC, 200 maps 518x518: 0.58 s (CPU 0.58 s); sklearn roc_auc_score: 25.63 s (CPU 25.05 s)
+# four paper metrics, 15 categories, 1725 maps 518x518: 4.86 s (CPU 4.80 s) (target < 60 s)
+# all 8 metrics again from the same accumulators (no update): 8.89 s (CPU 8.81 s)
+# pixel AUROC, 200 maps 518x518: 0.55 s (CPU 0.54 s); sklearn roc_auc_score: 25.97 s (CPU 25.53 s)
 # AUROC 0.8004565361419532, sklearn 0.8004565361419531 (difference 1.1e-16)
-# speed-up: 44x wall-clock, 43x CPU
+# speed-up: 48x wall-clock, 47x CPU

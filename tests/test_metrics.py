@@ -201,6 +201,28 @@ def test_pixel_metrics_equal_sklearn(seed, dtype, levels):
     assert f1[np.searchsorted(thresholds, threshold)] == pytest.approx(best, abs=1e-12)
 
 
+def test_pixel_metrics_equal_sklearn_with_signed_zeros_and_negative_scores():
+    masks, maps = random_case(23, 6, 24, 24, levels=3)  # ties on a few levels, negative ones among them
+    for pixels in np.flatnonzero(masks)[:6], np.flatnonzero(masks == 0)[:40]:
+        maps.flat[pixels[::2]], maps.flat[pixels[1::2]] = -0.0, 0.0  # zeros of both signs in both classes
+    assert (maps < 0).any()
+    truth, scores = masks.ravel(), maps.ravel().astype(np.float64)
+    assert abs(M.pixel_auroc(masks, maps) - roc_auc_score(truth, scores)) <= 1e-12
+    assert abs(M.pixel_ap(masks, maps) - average_precision_score(truth, scores)) <= 1e-12
+    precision, recall, _ = precision_recall_curve(truth, scores)
+    assert M.pixel_max_f1(masks, maps)[0] == pytest.approx(np.max(2 * precision * recall / (precision + recall)))
+    assert M.aupro(masks, maps) == pytest.approx(official_aupro_loop(masks, maps), abs=1e-12)
+    assert M.aupro(masks, maps, "reference") == pytest.approx(reference_aupro_simple(masks, maps), abs=1e-9)
+
+
+def test_all_equal_pixel_scores_equal_sklearn():
+    masks, _ = random_case(24)
+    maps = np.full(masks.shape, -1.5, np.float32)
+    truth, scores = masks.ravel(), maps.ravel()
+    assert M.pixel_auroc(masks, maps) == roc_auc_score(truth, scores)
+    assert abs(M.pixel_ap(masks, maps) - average_precision_score(truth, scores)) <= 1e-12
+
+
 def test_image_metrics_equal_sklearn_with_ties():
     rng = np.random.default_rng(30)
     labels = rng.integers(0, 2, 200)
@@ -241,12 +263,54 @@ def test_streaming_through_growing_arrays_equals_one_call(monkeypatch):
     assert accumulator.compute(M.ALL_METRICS) == M.evaluate_category(masks, maps, labels, scores, M.ALL_METRICS)
 
 
+PIXEL_METRICS = tuple(name for name in M.ALL_METRICS if name.startswith("pixel_"))
+
+
+def test_a_dropped_category_hands_its_room_on_without_leaking_its_scores(monkeypatch):
+    monkeypatch.setattr(M, "_RESERVED_BYTES", 1 << 16)  # room for 16 Ki scores: both categories fit in it
+    monkeypatch.setattr(M, "_SPARE_ROOM", [])
+    big, small = random_case(70, 8, 30, 30), random_case(71, 4, 20, 20, levels=5)
+    first = M.CategoryAccumulator()
+    first.update(*big)
+    first.compute(PIXEL_METRICS)
+    room = id(first._values._data)  # not a reference: one would keep the room from being handed on
+    del first
+    assert [id(spare) for spare in M._SPARE_ROOM] == [room]
+    second = M.CategoryAccumulator()
+    second.update(*small)
+    assert id(second._values._data) == room  # holds the first category's scores beyond the second's
+    reused = second.compute(PIXEL_METRICS)
+    monkeypatch.setattr(M, "_SPARE_ROOM", [])
+    assert reused == M.evaluate_category(*small, metrics=PIXEL_METRICS)  # in fresh room
+    assert abs(reused["pixel_auroc"] - roc_auc_score(small[0].ravel(), small[1].ravel())) <= 1e-12
+
+
+def test_room_still_viewed_is_not_handed_on(monkeypatch):
+    monkeypatch.setattr(M, "_SPARE_ROOM", [])
+    accumulator = M.CategoryAccumulator()
+    accumulator.update(*random_case(72))
+    scores = accumulator._values.values
+    del accumulator
+    assert M._SPARE_ROOM == [] and scores.size > 0
+
+
 @pytest.mark.parametrize("block", [1, 2, 3, 4096])
 def test_blocked_ranks_equal_searchsorted(block):
     rng = np.random.default_rng(block)
     values = np.sort(rng.integers(0, 12, 60).astype(np.float32))
     needles, own = np.unique(values[rng.integers(0, 60, 9)], return_counts=True)  # found among values, with ties
     own = np.minimum(own, np.searchsorted(values, needles, "right") - np.searchsorted(values, needles, "left"))
+    below, extra = M._ranks(values, needles, own, block)
+    assert np.array_equal(below, np.searchsorted(values, needles, "left"))
+    assert np.array_equal(below + own + extra, np.searchsorted(values, needles, "right"))
+
+
+@pytest.mark.parametrize("block", [1, 2, 4096])
+def test_ranks_count_further_copies_of_every_length(block):
+    further = np.array([0, 1, 2, 3, 1, 0, 1])  # copies beyond a needle's own; the last needle ends the values
+    own = np.random.default_rng(block).integers(1, 3, further.size)
+    needles = np.arange(further.size, dtype=np.float32) * 2
+    values = np.sort(np.r_[np.repeat(needles, own + further), needles[:-1] + 1]).astype(np.float32)
     below, extra = M._ranks(values, needles, own, block)
     assert np.array_equal(below, np.searchsorted(values, needles, "left"))
     assert np.array_equal(below + own + extra, np.searchsorted(values, needles, "right"))
