@@ -6,7 +6,19 @@ Both runs go to a fresh temporary folder (reports and run store), as a user's fi
 shared mini benchmark is used when `../shared/datasets` is present (the smoke profile's `data_root: auto`), as it
 is for a developer. Targets: the cold run under 15 minutes on 2 CPU cores with nothing else running, and the warm
 rerun under a quarter of it. Printed: each run's wall time and CPU time (children included), the time per
-notebook, the number of jobs and how many the second run found done, and the load average around each run.
+notebook, the number of jobs and the load average around each run.
+
+Recorded on the 2-core development machine (KVM guest, 2 vCPUs of an AVX-512 Xeon), quiet, 2026-11-28, commit a5e76f9,
+with ../shared/datasets present (14 datasets evaluated by notebooks 01, 06 and 07; VisA's mini copy is skipped, as
+its folder is incomplete):
+    cold: 367.7 s wall, 606.4 s CPU; 49 jobs; load average 0.2 before, 1.1 after
+        (the 49 jobs took 3 min 53 s; the notebooks 01 33.8 s, 02 5.8, 03 5.8, 04 6.4, 05 8.4, 06 56.1, 07 5.4, 08 7.0)
+    warm: 135.1 s wall, 163.4 s CPU; 49 jobs; load average 1.1 before, 1.2 after
+        (no job computed; the notebooks 01 35.1 s, 02 6.0, 03 7.0, 04 6.5, 05 8.6, 06 56.1, 07 5.4, 08 5.4)
+    cold 6.1 min (target < 15 min on 2 idle cores); warm / cold 0.37 (target < 0.25)
+The warm run is the notebooks alone: each kernel's start and imports (~3.5 s each), notebook 06's 12 maps per
+dataset and failure cases re-scored and drawn for 14 datasets (50 s), and notebook 01 scoring every test image with
+CLIP twice (23 s).
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from pathlib import Path
 
 def run(out: Path, store: Path, notebooks: str | None) -> dict:
     """One `anomalyclip reproduce` run in a subprocess; its wall and CPU time, and what its manifest says."""
-    command = [sys.executable, "-m", "anomalyclip", "reproduce", "--out", str(out), "--run-store", str(store)]
+    command = [sys.executable, "-m", "anomalyclip.cli", "reproduce", "--out", str(out), "--run-store", str(store)]
     if notebooks:
         command += ["--notebooks", notebooks]
     load = os.getloadavg()[0]
