@@ -43,13 +43,18 @@ def by_variant(jobs: list[Job], ablation: str) -> dict[str, set[str]]:
     return found
 
 
+def assert_every_variant_both_ways(jobs, *keys: str) -> None:
+    """Each variant of the paper ablations `keys` is planned trained on MVTec AD and on VisA."""
+    table = ablations("paper")
+    for key in keys:
+        labels = {v.label for v in table[key].variants}
+        assert by_variant(jobs, key) == {"mvtec": labels, "visa": labels}, key
+
+
 def test_notebook_04_plan_is_the_dpam_ablations(paper) -> None:
     setup = paper()
     jobs = plans.PLANS["04_vv_attention_ablation"](setup)
-    table = ablations("paper")
-    for key in ("dpam", "dpam_blocks"):
-        labels = {v.label for v in table[key].variants}
-        assert by_variant(jobs, key) == {"mvtec": labels, "visa": labels}
+    assert_every_variant_both_ways(jobs, "dpam", "dpam_blocks")
 
 
 def test_notebook_05_plan_has_the_losses_table8_training_jobs_and_the_test_speed_jobs(paper) -> None:
@@ -80,13 +85,10 @@ def test_notebook_05_plan_has_the_losses_table8_training_jobs_and_the_test_speed
 def test_notebook_08_plan_has_the_chain_and_leave_one_out_and_only_the_setups_backbone(paper) -> None:
     setup = paper()
     jobs = plans.PLANS["08_module_ablation"](setup)
-    table = ablations("paper")
-    for key in ("modules", "leave_one_out"):
-        labels = {v.label for v in table[key].variants}
-        assert by_variant(jobs, key) == {"mvtec": labels, "visa": labels}
+    assert_every_variant_both_ways(jobs, "modules", "leave_one_out")
     backbone = [j for j in jobs if j.tags["ablation"] == "backbones"]
     assert {j.tags["variant"] for j in backbone} == {plans.SETUP_BACKBONE}
-    losses = table["losses"]
+    losses = ablations("paper")["losses"]
     base = {j.id for j in ablation_jobs(setup, losses, PAPER_SOURCES) if j.tags["variant"] == losses.reference}
     assert {j.id for j in backbone} == base, "the ViT-L-14-336 row is the setup's own base job"
 

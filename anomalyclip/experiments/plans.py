@@ -302,14 +302,16 @@ def backbone_jobs(setup: Setup) -> list[Job]:
 def backbone_status(setup: Setup, jobs: list[Job], results: Mapping[str, JobResult]) -> pd.DataFrame:
     """One row per backbone of Table 13 (never none): what it ran as, its scaled settings and its status (`ok`,
     `failed: ...`, or `not run` and why)."""
+    from anomalyclip.experiments.results import job_status
+
     ablation = backbone_ablation(setup)
     store = setup.store()
     rows = []
     for variant in ablation.variants:
         config = with_changes(setup.config("anomalyclip"), variant.changes)
         mine = [j for j in jobs if j.tags.get("ablation") == ablation.key and j.tags.get("variant") == variant.label]
-        failed = [f"trained on {j.tags['trained on']}: {(store.failure(j) or {}).get('error', 'no result')}"
-                  for j in mine if j.id not in results]  # fmt: skip
+        failed = [f"trained on {j.tags['trained on']}: {job_status(j, results, store)}" for j in mine
+                  if j.id not in results]  # fmt: skip
         if variant.label != SETUP_BACKBONE and not setup.backbones.get(variant.label):
             status = "not run: no weights given (parameter `backbones`)"
         elif not mine:

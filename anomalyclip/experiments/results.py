@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -12,7 +12,7 @@ import torch
 from anomalyclip.data import Record
 from anomalyclip.errors import AnomalyCLIPError, ConfigError, DataError
 from anomalyclip.experiments.jobs import DataSource, Job
-from anomalyclip.experiments.store import JobResult
+from anomalyclip.experiments.store import JobResult, RunStore
 from anomalyclip.methods import Detector, build_detector
 from anomalyclip.methods.registry import METHODS, method_config_from_dict
 from anomalyclip.paper import METRICS, paper_table
@@ -42,6 +42,13 @@ def image_scores(result: JobResult, target: str) -> pd.DataFrame:
     """The per-image scores (image, category, defect, label, score, map_max) of one target of a finished job."""
     folder = result.folder / result.data["targets"][target]["folder"]
     return pd.read_csv(folder / "scores.csv")
+
+
+def job_status(job: Job, results: Mapping[str, JobResult], store: RunStore) -> str:
+    """`ok` for a finished job, else the error its failure record holds (`no result` without one): for job tables."""
+    if job.id in results:
+        return "ok"
+    return (store.failure(job) or {}).get("error", "no result")
 
 
 def training_history(result: JobResult) -> pd.DataFrame:
