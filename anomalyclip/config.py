@@ -30,6 +30,8 @@ class PromptConfig(Settings):
     t_n_ctx: int = setting(4, "length of the deep text tokens (at most n_ctx)", ge=1, cli=True)
     object_word: str = setting("object", "the word after the context vectors", nonempty=True)
     object_aware: bool = setting(False, "put each image's category name where object_word stands (ablation)")
+    fixed_class_name: str = setting("", "one word in place of every class name in the hand-made prompts of CLIP and "
+                                    "CLIP-AC (empty: each category's own; the text held fixed)")  # fmt: skip
     state_word: str = setting("damaged", "the anomaly state word of the abnormal prompt", nonempty=True, cli=True)
     normal_word: str = setting("", 'a state word for the normal prompt (empty in AnomalyCLIP; "normal" for CoOp)')
     shared_context: bool = setting(False, "one set of context vectors for both prompts (ablation)")

@@ -1,5 +1,5 @@
-"""Analysis steps of the notebooks beyond the jobs: per-image score frames, CLIP with one text for every category,
-variance shares, attention maps and their diagonal prominence; and which dataset a downloaded folder holds.
+"""Analysis steps of the notebooks beyond the jobs: per-image score frames, variance shares, attention maps and
+their diagonal prominence; and which dataset a downloaded folder holds.
 
 The ablations themselves are jobs (`anomalyclip.experiments`); these functions read what the jobs' detectors compute.
 """
@@ -7,9 +7,8 @@ The ablations themselves are jobs (`anomalyclip.experiments`); these functions r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -20,7 +19,7 @@ from anomalyclip.data.adapters.registry import resolve
 from anomalyclip.data.specs import ALIASES, PAPER_DATASETS, STAND_INS, name_key
 from anomalyclip.engine.inference import score_categories
 from anomalyclip.errors import DataError
-from anomalyclip.methods import Detector, DetectorOutput, as_detector
+from anomalyclip.methods import Detector, as_detector
 from anomalyclip.model import AnomalyCLIP
 
 log = logging.getLogger(__name__)
@@ -42,39 +41,6 @@ def score_frame(detector: Detector | AnomalyCLIP, records: Sequence[Record], bat
                        "map_max": float(batch.maps[i].max())}  # fmt: skip
                 rows.append(row | {k: float(v[i]) for k, v in batch.extras.items()})
     return pd.DataFrame(rows)
-
-
-class FixedText(Detector):
-    """`detector` with every category prepared under one fixed `word` in place of its class name: the same text for
-    all categories, so that what still follows the category in its scores comes from the images alone."""
-
-    def __init__(self, detector: Detector, word: str = "object"):
-        super().__init__(detector.image_size, detector.sigma, detector.shots)
-        self.detector = detector
-        self.word = word
-        self.name = detector.name
-
-    @property
-    def device(self) -> torch.device:
-        return self.detector.device
-
-    def image_transform(self) -> Callable:
-        return self.detector.image_transform()
-
-    def mask_transform(self) -> Callable:
-        return self.detector.mask_transform()
-
-    def prepare(self, category: str, references: torch.Tensor | None = None) -> Any:
-        return self.detector.prepare(self.word, references)
-
-    def score(self, images: torch.Tensor, prepared: Any) -> DetectorOutput:
-        return self.detector.score(images, prepared)
-
-    def finalize_scores(self, image_scores: torch.Tensor, map_maxima: torch.Tensor) -> torch.Tensor:
-        return self.detector.finalize_scores(image_scores, map_maxima)
-
-    def describe(self) -> dict[str, Any]:
-        return self.detector.describe() | {"fixed_text": self.word}
 
 
 def variance_explained(frame: pd.DataFrame, value: str, factor: str) -> float:
@@ -127,7 +93,6 @@ def discover_datasets(root: str | Path) -> dict[str, str]:
 
 __all__ = [
     "DATASET_FOLDERS",
-    "FixedText",
     "attention_maps",
     "diagonal_prominence",
     "discover_datasets",

@@ -1,20 +1,24 @@
-"""The figures' helpers: CLIP with its text held fixed across categories, failure-case selection, the images of
+"""The figures' helpers: CLIP with its class name held fixed across categories, failure-case selection, the images of
 Fig. 1 and maps of chosen images re-scored with a job's detector."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from anomalyclip.config import AnomalyCLIPConfig, VisionConfig
-from anomalyclip.errors import DataError
-from anomalyclip.experiments import DataSource, Job, JobResult, plans
+from anomalyclip.errors import ConfigError, DataError
+from anomalyclip.experiments import DataSource, Job, JobResult, plans, results
+from anomalyclip.experiments.ablations import changed_settings
 from anomalyclip.experiments.results import FAILURE_CASES, example_maps, failure_cases, figure_images
 from anomalyclip.methods import PromptedDetector
 from anomalyclip.methods.prompted import method_config
 from anomalyclip.model import AnomalyCLIP
-from anomalyclip.studies import FixedText, score_frame
+from anomalyclip.studies import score_frame
 
 SIZE = 112
 CONFIG = AnomalyCLIPConfig(backbone="tiny", pretrained=None, vision=VisionConfig(image_size=SIZE))
@@ -32,18 +36,26 @@ def source(synth) -> DataSource:
     return DataSource("synthetic", "generic", str(synth))
 
 
-def test_fixed_text_prepares_every_category_with_the_same_prompts(plain, source):
-    fixed = FixedText(plain, "object")
+def test_a_fixed_class_name_prepares_every_category_with_the_same_prompts(clip, plain, source):
+    depth = len(clip.visual.transformer.resblocks)
+    config = CONFIG.replace(prompt=dataclasses.replace(CONFIG.prompt, fixed_class_name="object"))
+    fixed = PromptedDetector(AnomalyCLIP(clip, method_config("clip", config, depth)), "clip")
     torch.testing.assert_close(fixed.prepare("disc"), fixed.prepare("stripes"), rtol=0, atol=0)
     torch.testing.assert_close(fixed.prepare("disc"), plain.prepare("object"), rtol=0, atol=0)
     assert not torch.allclose(plain.prepare("disc"), plain.prepare("stripes"))
     assert not torch.allclose(fixed.prepare("disc"), plain.prepare("disc"))
-    assert fixed.image_size == plain.image_size and fixed.sigma == plain.sigma and fixed.name == "clip"
 
     records = [r for r in source.records() if r.category in ("disc", "stripes")][::8]
     own, same = score_frame(plain, records), score_frame(fixed, records)
     assert list(own.image) == list(same.image) and list(own.label) == list(same.label)
     assert not own.score.equals(same.score)
+
+
+@pytest.mark.parametrize("method", ["anomalyclip", "coop"])
+def test_a_fixed_class_name_is_refused_where_prompts_are_learned(method):
+    config = CONFIG.replace(prompt=dataclasses.replace(CONFIG.prompt, fixed_class_name="object"))
+    with pytest.raises(ConfigError, match=f"prompt.fixed_class_name = 'object' applies to .* not to {method}"):
+        method_config(method, config, 12)
 
 
 def scores_frame() -> pd.DataFrame:
@@ -63,9 +75,9 @@ def test_failure_cases_are_the_top_scoring_normal_and_the_bottom_scoring_anomalo
     assert set(failure_cases(only_anomalous, count=2).case) == {FAILURE_CASES[1]}
 
 
-def test_example_maps_come_back_for_exactly_the_chosen_images_in_their_order(source):
+def test_example_maps_come_back_for_exactly_the_chosen_images_in_their_order(source, tmp_path):
     job = Job("clip", CONFIG.to_dict(), (source,))
-    result = JobResult(job, source.root, {})
+    result = JobResult(job, tmp_path, {})
     records = source.records()
     picked = [records[-1], records[0], records[len(records) // 2]]
     chosen = [r.name for r in picked]
@@ -78,6 +90,27 @@ def test_example_maps_come_back_for_exactly_the_chosen_images_in_their_order(sou
     assert [e["path"] for e in first] == [r.name for r in records if r.label][:2]
     with pytest.raises(DataError, match="no test image"):
         example_maps(result, "synthetic", paths=[chosen[0], "missing.png"])
+
+
+def test_example_maps_are_kept_in_the_job_folder_and_read_back_unchanged(source, tmp_path, monkeypatch):
+    result = JobResult(Job("clip", CONFIG.to_dict(), (source,)), tmp_path, {})
+    chosen = [r.name for r in source.records()[::7]][:3]
+    drawn = example_maps(result, "synthetic", paths=chosen)
+    assert [p.parent.name for p in tmp_path.glob("maps/*.npz")] == ["maps"]
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("the kept maps were scored again")
+
+    monkeypatch.setattr(results, "_score_examples", no_scoring)
+    kept = example_maps(result, "synthetic", paths=chosen)
+    assert [sorted(e) for e in kept] == [sorted(e) for e in drawn]
+    for again, first in zip(kept, drawn, strict=True):
+        assert (again["path"], again["category"], again["defect"]) == (first["path"], first["category"],
+                                                                     first["defect"])  # fmt: skip
+        torch.testing.assert_close(again["image"], first["image"], rtol=0, atol=0)
+        assert np.array_equal(again["mask"], first["mask"]) and np.array_equal(again["map"], first["map"])
+    with pytest.raises(AssertionError, match="scored again"):
+        example_maps(result, "synthetic", paths=chosen[:2])  # other images: not kept yet
 
 
 def test_figure_images_pair_an_industrial_with_a_medical_image_or_two_categories(synth):
@@ -97,8 +130,14 @@ def test_figure1_plan_tests_each_dataset_once_per_method_under_the_paper_protoco
     fake = plans.Datasets({name: DataSource(name, "generic", f"/nowhere/{name}") for name in names})
     monkeypatch.setattr(plans, "datasets", lambda setup: fake)
     setup = plans.Setup(protocol="paper", image_size=518, epochs=15, winclip_backbone="ViT-B-16-plus-240")
-    jobs = plans.PLANS["01_clip_misalignment"](setup)
+    planned = plans.PLANS["01_clip_misalignment"](setup)
+    jobs = [j for j in planned if j.tags.get("text") != "fixed"]
     assert {j.method for j in jobs} == set(plans.FIGURE1_METHODS)
+    clip_job = next(j for j in jobs if j.method == "clip")
+    fixed = [j for j in planned if j not in jobs]
+    assert fixed == [plans.fixed_text_job(clip_job)]
+    assert changed_settings(fixed[0], clip_job) == {"prompt.fixed_class_name"}
+    assert fixed[0].config["prompt"]["fixed_class_name"] == plans.FIXED_CLASS_NAME
     for method in plans.FIGURE1_METHODS:
         for name in names:
             testing = [j for j in jobs if j.method == method and name in {t.name for t in j.targets}]

@@ -215,9 +215,21 @@ FIGURE1_METHODS = ("clip", "winclip", "coop", "anomalyclip")
 """Fig. 1 sets the similarity maps of these methods side by side."""
 
 
+FIXED_CLASS_NAME = "object"
+"""Notebook 01 holds CLIP's text fixed with this word in place of every class name (the object-agnostic prompt's)."""
+
+
+def fixed_text_job(clip_job: Job) -> Job:
+    """`clip_job` with every class name replaced by `FIXED_CLASS_NAME`: the same text for all categories."""
+    config = with_changes(clip_job.config, {"prompt.fixed_class_name": FIXED_CLASS_NAME})
+    return dataclasses.replace(clip_job, config=config, tags={"text": "fixed"})
+
+
 def figure1_plan(setup: Setup) -> list[Job]:
-    """Notebook 01: the Tables 1-2 jobs of CLIP (its analysis) and of the methods Fig. 1 draws (shared with 06)."""
-    return [job for job in tables_plan(setup) if job.method in FIGURE1_METHODS]
+    """Notebook 01: the Tables 1-2 jobs of CLIP (its analysis, beside the same job with its text held fixed) and of
+    the methods Fig. 1 draws (shared with 06)."""
+    jobs = [job for job in tables_plan(setup) if job.method in FIGURE1_METHODS]
+    return jobs + [fixed_text_job(job) for job in jobs if job.method == "clip"]
 
 
 TEST_SPEED_METHODS = ("clip", "winclip", "anomalyclip")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -16,6 +22,8 @@ from anomalyclip.experiments.store import JobResult, RunStore
 from anomalyclip.methods import Detector, build_detector
 from anomalyclip.methods.registry import METHODS, method_config_from_dict
 from anomalyclip.paper import METRICS, paper_table
+
+log = logging.getLogger(__name__)
 
 LONG_COLUMNS = ["dataset", "method", "metric", "value", "trained_on", "job"]
 
@@ -107,10 +115,11 @@ def example_maps(
     device: str | torch.device = "cpu",
 ) -> list[dict]:
     """Image, mask, smoothed map, category and defect of the first `count` anomalous (or normal) images of a target,
-    or of the images named in `paths` (`Record.name`, as `image_scores` lists them; in that order), re-scored with the
-    job's detector through the one inference loop: for qualitative figures."""
-    from anomalyclip.engine.inference import score_categories
+    or of the images named in `paths` (`Record.name`, as `image_scores` lists them; in that order), scored with the
+    job's detector through the one inference loop: for qualitative figures.
 
+    The maps are kept in the job's folder (`maps/`, the run store's layout) the first time they are drawn, so a
+    second run reads them instead of scoring the images again."""
     source = next(t for t in result.job.targets if t.name == target)
     if paths is None:
         if count is None:
@@ -123,18 +132,66 @@ def example_maps(
             raise DataError(f"{target} has no test image {missing[0]!r} ({len(missing)} of {len(paths)} paths not "
                             "found); expected the image names of its scores (results.image_scores)")  # fmt: skip
         records = [by_name[p] for p in dict.fromkeys(paths)]
+    if not records:
+        return []
+    kept = maps_file(result, target, [r.name for r in records])
+    if kept.is_file():
+        return read_maps(kept)
+    examples = _score_examples(result, records, device)
+    write_maps(kept, examples)
+    return examples
+
+
+def _score_examples(result: JobResult, records: Sequence[Record], device: str | torch.device) -> list[dict]:
+    """`records` scored with the job's detector, as `example_maps` returns them, in the order given."""
+    from anomalyclip.engine.inference import score_categories
+
     order = {r.name: i for i, r in enumerate(records)}
     detector = job_detector(result, device)
     examples = []
-    for _, batches in score_categories(detector, records, batch_size=max(1, len(records)), num_workers=0,
-                                       progress=False):  # fmt: skip
+    for _, batches in score_categories(detector, records, batch_size=len(records), num_workers=0, progress=False):
         for batch in batches:
-            for i, path in enumerate(batch.items["path"]):
-                image, mask, smoothed = batch.items["image"][i], batch.masks[i], batch.maps[i]
-                defect = batch.items["defect"][i]
-                examples.append({"path": path, "category": batch.category, "defect": defect, "image": image,
-                                 "mask": mask, "map": smoothed})  # fmt: skip
+            items, masks = batch.items, batch.masks
+            for i, path in enumerate(items["path"]):
+                examples.append({"path": path, "category": batch.category, "defect": items["defect"][i],
+                                 "image": items["image"][i], "mask": masks[i], "map": batch.maps[i]})  # fmt: skip
     return sorted(examples, key=lambda example: order[example["path"]])
+
+
+MAP_FIELDS = ("path", "category", "defect", "image", "mask", "map")
+"""What `example_maps` returns of each image, and what a kept maps file holds (one array per field)."""
+
+
+def maps_file(result: JobResult, target: str, paths: Sequence[str]) -> Path:
+    """Where the job's maps of these images of `target` are kept: `maps/<digest of target and paths>.npz`."""
+    digest = hashlib.sha256(json.dumps([target, list(paths)]).encode()).hexdigest()[:16]
+    return result.folder / "maps" / f"{digest}.npz"
+
+
+def write_maps(path: Path, examples: Sequence[dict]) -> None:
+    """Keep `examples` (as `example_maps` returns them) at `path`, whole or not at all (written aside, then renamed).
+    A run store that cannot be written to is told in the log, and the maps are drawn again next time."""
+    arrays = {name: np.stack([np.asarray(example[name]) for example in examples]) for name in MAP_FIELDS}
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.npz")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not keep the maps in %s (%s); they will be drawn again next time", path, error)
+
+
+def read_maps(path: Path) -> list[dict]:
+    """The examples kept at `path` by `write_maps` (images as tensors, as `example_maps` returns them)."""
+    with np.load(path, allow_pickle=False) as kept:
+        arrays = {name: kept[name] for name in MAP_FIELDS}
+    examples = [{name: arrays[name][i] for name in MAP_FIELDS} for i in range(len(arrays["path"]))]
+    for example in examples:
+        example["image"] = torch.from_numpy(example["image"])
+        for name in ("path", "category", "defect"):
+            example[name] = str(example[name])
+    return examples
 
 
 FAILURE_CASES = ("normal, highest score", "anomalous, lowest score")

@@ -7,6 +7,8 @@ Layout (stable; other machines write to it through the same functions):
     <root>/jobs/<job id>/train/           the training folder of a learning method (checkpoints, history)
     <root>/jobs/<job id>/targets/<name>/  results.json/csv/md, log.txt and scores.csv (one row per image: score,
                                           map maximum; what figures of best and worst cases are chosen from)
+    <root>/jobs/<job id>/maps/<digest>.npz  maps of chosen test images for figures (`results.example_maps`),
+                                          added whole when first drawn; any may be deleted and is drawn again
     <root>/failed/<job id>.json           the error of a job that failed on its input (removed when it succeeds)
     <root>/executions.log                 one line per job actually executed: a counter for resumption
     <root>/tmp/                           work in progress; renamed into jobs/ only when complete

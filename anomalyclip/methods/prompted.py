@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from anomalyclip.config import AnomalyCLIPConfig
+from anomalyclip.errors import ConfigError
 from anomalyclip.methods.base import Detector, DetectorOutput
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.prompts import clip_ac_prompt_features, clip_prompt_features
@@ -38,6 +39,9 @@ PROMPTED = (*LEARNED, *HANDMADE)
 
 def method_config(method: str, config: AnomalyCLIPConfig, depth: int) -> AnomalyCLIPConfig:
     """`config` turned into `method`'s: plain CLIP vision for the baselines (`depth` = the backbone's blocks)."""
+    if config.prompt.fixed_class_name and method not in HANDMADE:
+        raise ConfigError(f"prompt.fixed_class_name = {config.prompt.fixed_class_name!r} applies to the hand-made "
+                          f"prompts of {' and '.join(HANDMADE)}, not to {method}; leave it empty")  # fmt: skip
     if method == "anomalyclip":
         return config
     plain = dataclasses.replace(config.vision, dpam_blocks=0, global_ln_post=True, features_list=(depth,))
@@ -84,7 +88,8 @@ class PromptedDetector(Detector):
     def prepare(self, category: str, references: torch.Tensor | None = None) -> torch.Tensor:
         """(2, E) text features of the category."""
         if self.name in HANDMADE:
-            return HANDMADE[self.name](self.model.text, category.replace("_", " "))
+            name = self.config.prompt.fixed_class_name or category.replace("_", " ")
+            return HANDMADE[self.name](self.model.text, name)
         return category_text_features(self.model, category)
 
     def score(self, images: torch.Tensor, prepared: torch.Tensor) -> DetectorOutput:
