@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -71,6 +72,8 @@ class NotebookSpec:
 
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    alone: bool = False
+    """It times its own cells (as notebook 05 times an uncached epoch): no other notebook runs beside it."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class PlannedRun:
     input: Path
     output: Path
     parameters: dict[str, Any]
+    alone: bool = False
 
 
 # ------------------------------------------------------------------------------------------------------- profiles
@@ -122,10 +126,15 @@ def check_parameters(parameters: Mapping[str, Any], source: str) -> dict[str, An
 def _notebook_spec(entry: Any, source: str) -> NotebookSpec:
     if isinstance(entry, str):
         return NotebookSpec(entry)
-    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and set(entry) <= {"name", "parameters"}:
+    keys = {"name", "parameters", "alone"}
+    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and set(entry) <= keys:
         parameters = _mapping(entry.get("parameters"), f"parameters of {entry['name']}", source)
-        return NotebookSpec(entry["name"], check_parameters(parameters, f"{source}: {entry['name']}"))
-    raise ReproduceError(f"{source}: each notebook must be a name or {{name: ..., parameters: {{...}}}}, got {entry!r}")
+        alone = entry.get("alone", False)
+        if not isinstance(alone, bool):
+            raise ReproduceError(f"{source}: {entry['name']}: alone must be true or false, got {alone!r}")
+        return NotebookSpec(entry["name"], check_parameters(parameters, f"{source}: {entry['name']}"), alone)
+    raise ReproduceError(f"{source}: each notebook must be a name or {{name: ..., parameters: {{...}}, alone: "
+                         f"true|false}}, got {entry!r}")  # fmt: skip
 
 
 def parse_profile(data: Any, name: str, source: str) -> Profile:
@@ -249,7 +258,7 @@ def plan(
                 raise ReproduceError(f"profile {profile.name}: notebook {nb.name} needs {missing} ({flags}); without "
                                      "them it would silently run on synthetic data")  # fmt: skip
         runs.append(PlannedRun(nb.name, notebooks_dir / f"{nb.name}.ipynb",
-                               Path(out_dir) / "notebooks" / f"{nb.name}.ipynb", parameters))  # fmt: skip
+                               Path(out_dir) / "notebooks" / f"{nb.name}.ipynb", parameters, nb.alone))  # fmt: skip
     return runs
 
 
@@ -339,6 +348,51 @@ def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
         ) from err
 
 
+@dataclass(frozen=True)
+class NotebookRun:
+    """How one notebook's execution went: its wall time, when it finished, and its error if it failed."""
+
+    wall_time_s: float
+    finished: str
+    error: NotebookFailedError | None = None
+
+
+def run_notebooks(runs: Sequence[PlannedRun], kernel: str, cwd: Path, workers: int = 2) -> dict[str, NotebookRun]:
+    """Execute `runs` in their order, `workers` at a time (their jobs are in the run store already, so they only
+    read it); one marked `alone` runs with none beside it. After a failure no further notebook starts. Returns how
+    each notebook that started went, by name."""
+    outcomes: dict[str, NotebookRun] = {}
+
+    def execute(run: PlannedRun) -> None:
+        log.info("running %s -> %s", run.input, run.output)
+        start, error = time.perf_counter(), None
+        try:
+            _execute(run, kernel, cwd)
+        except NotebookFailedError as err:
+            error = err
+        finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        outcomes[run.name] = NotebookRun(time.perf_counter() - start, finished, error)
+        if error is None:
+            log.info("%s done in %.1f s", run.name, outcomes[run.name].wall_time_s)
+
+    pending, running = list(runs), {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while pending or running:
+            failed = any(outcome.error for outcome in outcomes.values())
+            while pending and not failed and len(running) < workers:
+                if running and (pending[0].alone or any(run.alone for run in running.values())):
+                    break
+                run = pending.pop(0)
+                running[pool.submit(execute, run)] = run
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                future.result()
+    return outcomes
+
+
 def earlier_runs(out_dir: Path, profile: Profile) -> dict[str, dict[str, Any]]:
     """What `out_dir`'s manifest says about each of the profile's notebooks whose executed copy is still there:
     its `parameters`, `wall_time_s` and `run` (status, finish time, backbone, pretrained, device, honesty banner)."""
@@ -371,6 +425,7 @@ def reproduce(
     sets: Mapping[str, Any] | None = None,
     executor: str = "local",
     address: str | None = None,
+    notebook_workers: int = 2,
 ) -> Path:
     """Run the jobs a profile's notebooks need into the run store, then the notebooks into `out`/<profile>/, then
     write the scorecard (`index.md`); return the manifest. Finished jobs are reused, so a second run (or one after
@@ -378,9 +433,12 @@ def reproduce(
     keeps its entries for notebooks not run this time whose executed copies are still in the folder.
 
     `sets` overrides any declared notebook parameter (`--set NAME=VALUE`); `executor` (`local` or `ray`, with a Ray
-    cluster's `address`) runs the jobs (`anomalyclip.experiments.executors.execute`)."""
+    cluster's `address`) runs the jobs (`anomalyclip.experiments.executors.execute`); the notebooks then run
+    `notebook_workers` at a time (`run_notebooks`)."""
     from anomalyclip.reports import honesty_banner, write_manifest
 
+    if notebook_workers < 1:
+        raise ReproduceError(f"--notebook-workers {notebook_workers}: expected at least 1")
     profile = profile if isinstance(profile, Profile) else load_profile(profile)
     notebooks_dir = Path(notebooks_dir).resolve() if notebooks_dir is not None else default_notebooks_dir()
     out_dir = Path(out).resolve() / profile.name
@@ -401,32 +459,24 @@ def reproduce(
     shared = merged_parameters(profile, {**overrides, "out_dir": out_dir}, sets=sets)
     backbone, pretrained = shared["backbone"], shared.get("weights") or shared.get("pretrained")
     device_name = str(shared.get("device", "cpu"))
-    wall_time: dict[str, float] = {}
-    failure: NotebookFailedError | None = None
     with python_kernel() as kernel:
-        for run in runs:
-            log.info("running %s -> %s", run.input, run.output)
-            start = time.perf_counter()
-            try:
-                _execute(run, kernel, notebooks_dir)
-            except NotebookFailedError as err:
-                failure = err
-            wall_time[run.name] = time.perf_counter() - start
-            earlier[run.name] = {
-                "parameters": run.parameters,
-                "wall_time_s": wall_time[run.name],
-                "run": {
-                    "status": "failed" if failure else "ok",
-                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "backbone": backbone,
-                    "pretrained": pretrained,
-                    "device": device_name,
-                    "honesty_banner": honesty_banner(backbone, pretrained),
-                },
-            }
-            if failure:
-                break
-            log.info("%s done in %.1f s", run.name, wall_time[run.name])
+        outcomes = run_notebooks(runs, kernel, notebooks_dir, workers=notebook_workers)
+    ran = [run for run in runs if run.name in outcomes]
+    for run in ran:
+        outcome = outcomes[run.name]
+        earlier[run.name] = {
+            "parameters": run.parameters,
+            "wall_time_s": outcome.wall_time_s,
+            "run": {
+                "status": "failed" if outcome.error else "ok",
+                "finished": outcome.finished,
+                "backbone": backbone,
+                "pretrained": pretrained,
+                "device": device_name,
+                "honesty_banner": honesty_banner(backbone, pretrained),
+            },
+        }
+    failure = next((outcomes[run.name].error for run in ran if outcomes[run.name].error), None)
     recorded = {nb.name: earlier[nb.name] for nb in profile.notebooks if nb.name in earlier}
     manifest = write_manifest(
         out_dir,
@@ -439,7 +489,8 @@ def reproduce(
             "profile": profile.name,
             "profile_source": profile.source,
             "notebooks_dir": str(notebooks_dir),
-            "ran": list(wall_time),
+            "ran": [run.name for run in ran],
+            "notebook_workers": notebook_workers,
             "status": "failed" if failure else "ok",
             "failure": str(failure) if failure else None,
             "notebooks": {name: e["run"] for name, e in recorded.items()},
@@ -513,6 +564,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--executor", default="local",
                         help="local (default): one job after the other here; ray: each job a Ray task")  # fmt: skip
     parser.add_argument("--address", help="the Ray cluster for --executor ray: auto or HOST:PORT (default: a new one)")
+    parser.add_argument("--notebook-workers", type=int, default=2, metavar="N",
+                        help="notebooks executed at a time once the jobs are done (default 2; 1: one after the "
+                             "other)")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print what would run, with parameters, and stop")
     parser.set_defaults(func=_main)
 
@@ -559,6 +613,7 @@ def _main(args: argparse.Namespace) -> int:
         sets=sets,
         executor=args.executor,
         address=args.address,
+        notebook_workers=args.notebook_workers,
     )
     written = json.loads(manifest.read_text())
     for name, seconds in written["notebooks_wall_time_s"].items():

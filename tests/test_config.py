@@ -67,8 +67,10 @@ def test_a_field_without_a_definition_is_refused() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"vision": {"dpam_mode": "xx"}},
-         "vision.dpam_mode = 'xx': expected one of ['vv', 'qq', 'kk', 'qq+kk+vv', 'qk+qq+kk+vv']"),
+        (
+            {"vision": {"dpam_mode": "xx"}},
+            "vision.dpam_mode = 'xx': expected one of ['vv', 'qq', 'kk', 'qq+kk+vv', 'qk+qq+kk+vv']",
+        ),
         ({"head": {"temperature": -1}}, "head.temperature = -1: expected a number > 0"),
         ({"train": {"epochs": "15"}}, "train.epochs = '15': expected an integer >= 1"),
         ({"train": {"epochs": True}}, "train.epochs = True: expected an integer >= 1"),

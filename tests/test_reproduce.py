@@ -287,3 +287,49 @@ def test_reproduce_runs_from_an_installed_package(tmp_path: Path) -> None:
     inputs = [line.split(": ", 1)[1].split(" -> ")[0] for line in plan_lines if not line.startswith(" ")]
     assert len(inputs) == len(NOTEBOOKS) and all(p.startswith(str(site / "anomalyclip" / "notebooks")) for p in inputs)
     assert "MISSING" not in done.stdout and str(tmp_path / "elsewhere" / "smoke" / "notebooks") in done.stdout
+
+
+def _planned(name: str, alone: bool = False) -> rp.PlannedRun:
+    return rp.PlannedRun(name, Path(f"{name}.ipynb"), Path(f"out/{name}.ipynb"), {}, alone)
+
+
+def test_notebooks_run_two_at_a_time_and_one_marked_alone_runs_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    lock, running, seen = threading.Lock(), set(), {}
+
+    def fake_execute(run: rp.PlannedRun, kernel: str, cwd: Path) -> None:
+        with lock:
+            running.add(run.name)
+        time.sleep(0.1)
+        with lock:
+            seen[run.name] = set(running)  # halfway: who runs beside it
+        time.sleep(0.1)
+        with lock:
+            running.discard(run.name)
+
+    monkeypatch.setattr(rp, "_execute", fake_execute)
+    runs = [_planned("01"), _planned("02"), _planned("03", alone=True), _planned("04"), _planned("05")]
+    outcomes = rp.run_notebooks(runs, "python3", Path("."), workers=2)
+    assert set(outcomes) == {r.name for r in runs}
+    assert all(o.error is None and o.wall_time_s >= 0.2 for o in outcomes.values())
+    assert seen["03"] == {"03"}  # alone
+    assert seen["01"] == {"01", "02"} and seen["04"] == {"04", "05"}  # two at a time around it
+    assert all(len(others) <= 2 for others in seen.values())
+
+
+def test_after_a_failing_notebook_no_further_notebook_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+
+    def fake_execute(run: rp.PlannedRun, kernel: str, cwd: Path) -> None:
+        started.append(run.name)
+        if run.name == "01":
+            raise NotebookFailedError(run.name, run.output, "notebook 01 failed")
+
+    monkeypatch.setattr(rp, "_execute", fake_execute)
+    outcomes = rp.run_notebooks([_planned("01"), _planned("02", alone=True), _planned("03")], "python3", Path("."))
+    assert started == ["01"] and list(outcomes) == ["01"]
+    assert str(outcomes["01"].error) == "notebook 01 failed"
+    with pytest.raises(ReproduceError, match="--notebook-workers 0: expected at least 1"):
+        rp.reproduce("smoke", "reports", notebook_workers=0)
