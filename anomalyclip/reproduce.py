@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -326,10 +328,30 @@ def python_kernel(name: str = KERNEL_NAME) -> Iterator[str]:
 # ------------------------------------------------------------------------------------------------------------ run
 
 
+@functools.cache
+def _ipc_kernel_manager() -> type:
+    """A kernel manager whose kernel talks over Unix sockets of its own: kernels that start at the same moment can
+    neither collide on a TCP port nor cross messages on shared socket names (both seen with two at a time)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _ipc_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _own_socket_prefix(self) -> str:
+            return os.path.join(tempfile.gettempdir(), f"anomalyclip-kernel-{uuid.uuid4().hex[:12]}")
+
+    return IPCKernelManager
+
+
 def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    sockets = {"kernel_manager_class": _ipc_kernel_manager()} if os.name == "posix" else {}
     try:
         papermill.execute_notebook(
             str(run.input),
@@ -338,6 +360,7 @@ def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
             kernel_name=kernel,
             cwd=str(cwd),
             progress_bar=False,
+            **sockets,
         )
     except PapermillExecutionError as err:
         raise NotebookFailedError(

@@ -333,3 +333,16 @@ def test_after_a_failing_notebook_no_further_notebook_starts(monkeypatch: pytest
     assert str(outcomes["01"].error) == "notebook 01 failed"
     with pytest.raises(ReproduceError, match="--notebook-workers 0: expected at least 1"):
         rp.reproduce("smoke", "reports", notebook_workers=0)
+
+
+def test_notebooks_started_at_once_each_talk_to_their_own_kernel(tmp_path: Path) -> None:
+    names = [f"0{i}_at_once" for i in range(1, 4)]
+    for name in names:
+        body = f"import os, pathlib\npathlib.Path('{name}.pid').write_text(str(os.getpid()))"
+        _notebook(tmp_path / f"{name}.ipynb", body)
+    runs = [rp.PlannedRun(n, tmp_path / f"{n}.ipynb", tmp_path / "out" / f"{n}.ipynb", {}) for n in names]
+    (tmp_path / "out").mkdir()
+    with rp.python_kernel() as kernel:
+        outcomes = rp.run_notebooks(runs, kernel, tmp_path, workers=3)
+    assert {name: outcomes[name].error for name in names} == dict.fromkeys(names)
+    assert len({(tmp_path / f"{name}.pid").read_text() for name in names}) == 3
