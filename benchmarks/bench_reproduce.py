@@ -8,17 +8,20 @@ is for a developer. Targets: the cold run under 15 minutes on 2 CPU cores with n
 rerun under a quarter of it. Printed: each run's wall time and CPU time (children included), the time per
 notebook, the number of jobs and the load average around each run.
 
-Recorded on the 2-core development machine (KVM guest, 2 vCPUs of an AVX-512 Xeon), quiet, 2026-11-28, commit a5e76f9,
+Recorded on the 2-core development machine (KVM guest, 2 vCPUs of an AVX-512 Xeon), quiet, 2026-11-28, commit e7b05fd,
 with ../shared/datasets present (14 datasets evaluated by notebooks 01, 06 and 07; VisA's mini copy is skipped, as
-its folder is incomplete):
-    cold: 367.7 s wall, 606.4 s CPU; 49 jobs; load average 0.2 before, 1.1 after
-        (the 49 jobs took 3 min 53 s; the notebooks 01 33.8 s, 02 5.8, 03 5.8, 04 6.4, 05 8.4, 06 56.1, 07 5.4, 08 7.0)
-    warm: 135.1 s wall, 163.4 s CPU; 49 jobs; load average 1.1 before, 1.2 after
-        (no job computed; the notebooks 01 35.1 s, 02 6.0, 03 7.0, 04 6.5, 05 8.6, 06 56.1, 07 5.4, 08 5.4)
-    cold 6.1 min (target < 15 min on 2 idle cores); warm / cold 0.37 (target < 0.25)
-The warm run is the notebooks alone: each kernel's start and imports (~3.5 s each), notebook 06's 12 maps per
-dataset and failure cases re-scored and drawn for 14 datasets (50 s), and notebook 01 scoring every test image with
-CLIP twice (23 s).
+its folder is incomplete); notebooks two at a time once the jobs are done (05_training alone):
+    cold: 372.8 s wall, 660.8 s CPU; 50 jobs; load average 0.6 before, 1.6 after
+        (the notebooks 01 25.1 s, 02 6.4, 03 6.5, 04 8.6, 05 9.2, 06 59.8, 07 5.8, 08 5.8)
+    warm: 78.5 s wall, 101.3 s CPU; 50 jobs; load average 1.6 before, 1.4 after
+        (no job computed; the notebooks 01 10.0 s, 02 6.3, 03 6.3, 04 6.9, 05 10.0, 06 46.0, 07 5.8, 08 5.6)
+    cold 6.2 min (target < 15 min on 2 idle cores); warm / cold 0.21 (target < 0.25)
+An earlier pair on the same commit's code gave cold 350.1 s, warm 73.6 s (0.21). Before this commit's changes (a5e76f9,
+notebooks one after the other) the warm run took 135.1 s of a 367.7-s cold run (0.37): the warm run is the notebooks
+alone, and then notebook 01 scored every test image with CLIP twice (23 s, now two CLIP jobs whose scores are
+stored) and notebook 06 scored the images of its maps again (15 s, now kept in the run store by
+`results.example_maps`). What is left is each kernel's start and imports (~3.5 s) and drawing and saving the figures,
+two thirds of it notebook 06's 28 map strips of 36 images each (PNG and PDF, ~1.3 s per figure).
 """
 
 from __future__ import annotations
