@@ -14,7 +14,7 @@ from anomalyclip.backbone import uses_quick_gelu
 from anomalyclip.conformance_vand import bundle_vand_config, check_vand_bundle
 from anomalyclip.data import load_records
 from anomalyclip.data.synth import make_synthetic_dataset
-from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSizeError
+from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSizeError, OutputError
 from anomalyclip.methods.vand import (
     CHECKPOINT_KEY,
     VAND,
@@ -313,6 +313,25 @@ def test_fit_with_mosaics_runs(train_records, tmp_path):
 def test_fit_without_records_fails(tmp_path):
     with pytest.raises(DataError, match="no training records"):
         VAND.from_config(tiny_config()).fit([], tmp_path)
+
+
+def test_fit_owns_its_run_folder_and_refuses_what_it_cannot_honour(train_records, tmp_path):
+    model = VAND.from_config(tiny_config(mosaic_rate=0.0))
+    fit = {"epochs": 1, "batch_size": len(train_records), "num_workers": 0, "progress": False}
+    first = model.fit(train_records, tmp_path, **fit).checkpoint.read_bytes()
+    with pytest.raises(OutputError, match=r"a previous training run \(epoch_1.pt\); pass --resume .* --overwrite"):
+        model.fit(train_records, tmp_path, **fit)
+    assert (tmp_path / "epoch_1.pt").read_bytes() == first  # nothing overwritten
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="holds files that no training run writes \\(notes.txt\\)"):
+        model.fit(train_records, tmp_path, overwrite=True, **fit)
+    (tmp_path / "notes.txt").unlink()
+    assert model.fit(train_records, tmp_path, overwrite=True, **fit).checkpoint == tmp_path / "epoch_1.pt"
+    with pytest.raises(ConfigError, match="vand cannot resume"):
+        model.fit(train_records, tmp_path, resume=True, **fit)
+    with pytest.raises(ConfigError, match="cache = 'disk': vand keeps no feature cache"):
+        model.fit(train_records, tmp_path / "other", cache="disk", **fit)
+    assert not (tmp_path / "other").exists()
 
 
 def test_mosaic_places_four_tiles_in_reading_order():

@@ -68,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _learning_methods() -> list[str]:
-    from anomalyclip.methods.catalog import METHODS
+    """The methods `anomalyclip train` learns: those configured by its flags (AnomalyCLIP's settings). VAND has a
+    configuration of its own and learns in its jobs (`anomalyclip.experiments`, `anomalyclip reproduce`)."""
+    from anomalyclip.methods.catalog import LEARNED_PROMPTS, METHODS
 
-    return [name for name, info in METHODS.items() if info.learns]
+    return [name for name in METHODS if name in LEARNED_PROMPTS]
 
 
 def _method_args(parser: argparse.ArgumentParser) -> None:
@@ -172,12 +174,9 @@ def _train(args: argparse.Namespace) -> int:
     records = _records(args)
     _warn_if_tiny(config.backbone)
     detector = build_detector(args.method, config=config, device=resolve_device(args.device))
-    options = {"num_workers": args.num_workers, "mask_threshold": args.mask_threshold,
-               "progress": not args.no_progress}  # fmt: skip
-    if args.method != "vand":
-        options |= {"cache": args.cache, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir,
-                    "resume": args.resume, "allow_changes": args.allow_changes,
-                    "overwrite": args.overwrite}  # fmt: skip
+    options = {"num_workers": args.num_workers, "mask_threshold": args.mask_threshold, "progress": not args.no_progress,
+               "cache": args.cache, "cache_dtype": args.cache_dtype, "cache_dir": args.cache_dir, "resume": args.resume,
+               "allow_changes": args.allow_changes, "overwrite": args.overwrite}  # fmt: skip
     try:
         result = detector.fit(records, args.out, **options)
     except torch.cuda.OutOfMemoryError as err:

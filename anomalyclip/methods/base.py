@@ -87,9 +87,11 @@ class Detector(nn.Module):
         return self.score(images, self.prepare(category, references))
 
     def fit(self, records: Sequence[Any], out_dir: Any, **options: Any) -> Any:
-        """Train the method's parameters on auxiliary records (only methods with `learns`); returns an object with
-        the last `checkpoint`. Every method takes `num_workers`, `progress` and `cache_dir` (a folder where it may
-        keep the frozen backbone's features for the next training on the same images)."""
+        """Train the method's parameters on auxiliary records (only methods with `learns`) into the run folder
+        `out_dir`; returns an object with the last `checkpoint`. Every method takes the options of `anomalyclip
+        train`: `num_workers`, `mask_threshold`, `progress`, `cache_dir` (a folder where it may keep the frozen
+        backbone's features for the next training on the same images), `cache` and `cache_dtype` (None: the
+        method's default), `resume` with `allow_changes`, and `overwrite`; one it cannot honour is an error."""
         raise NotImplementedError(f"method {self.name!r} has nothing to train")
 
     def describe(self) -> dict[str, Any]:

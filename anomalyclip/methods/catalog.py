@@ -29,6 +29,8 @@ METHODS: dict[str, MethodInfo] = {
     "anomalyclip": MethodInfo("AnomalyCLIP", True, False, "zqhang/AnomalyCLIP @ 45ed4dd"),
 }
 """Method name -> description, in the order of the paper's tables."""
+LEARNED_PROMPTS = ("anomalyclip", "coop")
+"""The methods that learn prompts on AnomalyCLIP's model, configured by its settings (`AnomalyCLIPConfig`)."""
 
 
 def check_method(method: str) -> str:

@@ -23,6 +23,7 @@ import torch
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.errors import ConfigError
 from anomalyclip.methods.base import Detector, DetectorOutput
+from anomalyclip.methods.catalog import LEARNED_PROMPTS
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.prompts import clip_ac_prompt_features, clip_prompt_features
 from anomalyclip.text import TextEncoder
@@ -33,8 +34,7 @@ HANDMADE: dict[str, Callable[[TextEncoder, str], torch.Tensor]] = {
 }
 """The hand-made prompt baselines: text features of a class name."""
 
-LEARNED = ("anomalyclip", "coop")
-PROMPTED = (*LEARNED, *HANDMADE)
+PROMPTED = (*LEARNED_PROMPTS, *HANDMADE)
 
 
 def method_config(method: str, config: AnomalyCLIPConfig, depth: int) -> AnomalyCLIPConfig:
@@ -75,7 +75,7 @@ class PromptedDetector(Detector):
             raise ValueError(f"{method!r} is not a prompt-based method; expected one of {PROMPTED}")
         self.model = model
         self.name = method
-        self.learns = method in LEARNED
+        self.learns = method in LEARNED_PROMPTS
 
     @property
     def device(self) -> torch.device:
@@ -103,11 +103,12 @@ class PromptedDetector(Detector):
 
     def fit(self, records: Sequence[Any], out_dir: str | Path, **options: Any) -> Any:
         """Learn the prompts with the official recipe (`anomalyclip.engine.train`); a `cache_dir` keeps the feature
-        cache on disk there."""
+        cache on disk there. Options given as None take `train`'s defaults."""
         if not self.learns:
             return super().fit(records, out_dir, **options)
         from anomalyclip.engine.training import train
 
+        options = {name: value for name, value in options.items() if value is not None}
         if options.get("cache_dir") is not None:
             options.setdefault("cache", "disk")
         return train(self.model, records, out_dir, method=self.name, **options)

@@ -32,7 +32,9 @@ from anomalyclip.backbone import freeze, load_backbone, openai_style, set_activa
 from anomalyclip.checkpoint import atomic_save, load_safely, method_of
 from anomalyclip.data import AnomalyDataset, Record, load_pair, make_loader
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
+from anomalyclip.engine.run_folder import claim_run_folder
 from anomalyclip.errors import CheckpointError, ConfigError, DataError, InputSizeError
+from anomalyclip.files import output_dir
 from anomalyclip.losses import dice_loss, focal_loss
 from anomalyclip.methods.base import Detector, DetectorOutput
 from anomalyclip.prompts import clip_ac_sentences, ensemble_text_features
@@ -427,20 +429,48 @@ class VAND(Detector):
         amp: bool = True,
         progress: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        cache: str | None = None,
+        cache_dtype: str | None = None,
+        resume: bool = False,
+        allow_changes: bool = False,
+        overwrite: bool = False,
     ) -> VANDFitResult:
         """Train the linear layers on auxiliary `records` with train.py's recipe (shuffled batches, mosaics at
         `mosaic_rate`, focal + dice per block, Adam); writes `epoch_N.pt` (project format) after every epoch.
-        `cache_dir` is unused: mosaics change the images every epoch, so no feature cache can serve them.
+
+        The run owns `out_dir` as AnomalyCLIP's training does (`run_folder.claim_run_folder`): a folder with a
+        previous run needs `overwrite`. `cache_dir` is unused: mosaics change the images every epoch, so no feature
+        cache can serve them, and a `cache` or `cache_dtype` asked for is an error; so is `resume` (with
+        `allow_changes`), as the checkpoints keep no optimiser state.
 
         `amp` runs the frozen backbone under fp16 autocast on a GPU, as the authors' runs do; the linear layers and
         the loss stay fp32. The backbone's tokens are recomputed every epoch (mosaics change the images).
         """
+        for name, value in (("cache", cache), ("cache_dtype", cache_dtype)):
+            if value is not None:
+                raise ConfigError(f"{name} = {value!r}: vand keeps no feature cache (its mosaics change the images "
+                                  "every epoch); leave it unset")  # fmt: skip
+        if resume or allow_changes:
+            raise ConfigError("vand cannot resume a training (its checkpoints keep no optimiser state); start again "
+                              "with overwrite (--overwrite)")  # fmt: skip
         if not records:
             raise DataError("VAND.fit got no training records; expected the auxiliary dataset's images")
+        with claim_run_folder(output_dir(out_dir), resume=False, overwrite=overwrite) as out:
+            return self._fit(records, out, epochs, batch_size, num_workers, mask_threshold, amp, progress)
+
+    def _fit(
+        self,
+        records: Sequence[Record],
+        out: Path,
+        epochs: int | None,
+        batch_size: int | None,
+        num_workers: int | None,
+        mask_threshold: int,
+        amp: bool,
+        progress: bool,
+    ) -> VANDFitResult:
         epochs = self.config.epochs if epochs is None else epochs
         batch_size = self.config.batch_size if batch_size is None else batch_size
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         base = AnomalyDataset(records, self.image_size, mask_threshold, image_transform=self.image_transform(),
                               mask_transform=self.mask_transform())  # fmt: skip
         texts = {c: self.text_features(c) for c in sorted({r.category for r in records})}
