@@ -329,7 +329,7 @@ def test_fit_owns_its_run_folder_and_refuses_what_it_cannot_honour(train_records
     assert model.fit(train_records, tmp_path, overwrite=True, **fit).checkpoint == tmp_path / "epoch_1.pt"
     with pytest.raises(ConfigError, match="vand cannot resume"):
         model.fit(train_records, tmp_path, resume=True, **fit)
-    with pytest.raises(ConfigError, match="cache = 'disk': vand keeps no feature cache"):
+    with pytest.raises(ConfigError, match=r"cache = 'disk' \(--cache\): vand keeps no feature cache"):
         model.fit(train_records, tmp_path / "other", cache="disk", **fit)
     assert not (tmp_path / "other").exists()
 
@@ -363,3 +363,21 @@ def test_training_items_use_the_detectors_transforms(train_records):
     assert all(set(torch.unique(it["mask"]).tolist()) <= {0.0, 1.0} for it in items)
     again = MosaicDataset(base, 1.0, seed=0, epoch=1)[0]
     assert torch.equal(again["image"], items[0]["image"])
+
+
+def test_anomalyclip_train_learns_vand_from_the_flags_it_shares(train_records, tmp_path, capsys):
+    from anomalyclip.cli import main
+
+    data = train_records[0].image.parents[3]  # <root>/<category>/test/<defect>/<image>
+    train = ["train", "--method", "vand", "--data-root", str(data), "--backbone", "tiny", "--image-size", "56",
+             "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    assert main([*train, "--epochs", "1", "--batch-size", "2"]) == 0
+    saved = torch.load(tmp_path / "epoch_1.pt", weights_only=True)
+    assert saved["config"]["epochs"] == 1 and saved["config"]["batch_size"] == 2 and saved["config"]["image_size"] == 56
+    for extra, message in ((["--n-ctx", "3"], "--n-ctx: not a setting of vand"),
+                           (["--overwrite", "--cache", "disk"], "--cache"),
+                           ([], "pass --resume to continue it, --overwrite to replace it"),
+                           (["--resume"], "vand cannot resume")):  # fmt: skip
+        assert main([*train, *extra]) != 0
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()[-1]) > 20, error

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anomalyclip.config import AnomalyCLIPConfig
 from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.data.specs import DATASET_SPECS
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
 from anomalyclip.files import output_dir
-from anomalyclip.settings import add_flags, merge, overrides_from_args
+from anomalyclip.settings import add_flags, merge, overrides_from_args, read_file
 
 if TYPE_CHECKING:
     import torch
@@ -29,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _config_args(train)
     train.add_argument("--method", default="anomalyclip", choices=_learning_methods(), help="which method learns")
     train.add_argument("--out", type=Path, default=Path("runs/train"), help="folder for checkpoints and history")
-    train.add_argument("--cache", choices=["memory", "disk", "none"], default="memory",
-                       help="feature cache: the backbone runs once instead of every epoch")  # fmt: skip
-    train.add_argument("--cache-dtype", choices=["fp16", "fp32"], default="fp32")
+    train.add_argument("--cache", choices=["memory", "disk", "none"],
+                       help="feature cache: the backbone runs once instead of every epoch (default memory; vand has "
+                            "none)")  # fmt: skip
+    train.add_argument("--cache-dtype", choices=["fp16", "fp32"], help="precision of cached features (default fp32)")
     train.add_argument("--cache-dir", type=Path, help="folder of the disk cache (default OUT/feature_cache)")
     train.add_argument("--resume", action="store_true", help="continue after the last epoch_N.pt in --out")
     train.add_argument("--allow-changes", action="store_true",
@@ -68,11 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _learning_methods() -> list[str]:
-    """The methods `anomalyclip train` learns: those configured by its flags (AnomalyCLIP's settings). VAND has a
-    configuration of its own and learns in its jobs (`anomalyclip.experiments`, `anomalyclip reproduce`)."""
-    from anomalyclip.methods.catalog import LEARNED_PROMPTS, METHODS
+    from anomalyclip.methods.catalog import METHODS
 
-    return [name for name in METHODS if name in LEARNED_PROMPTS]
+    return [name for name, info in METHODS.items() if info.learns]
 
 
 def _method_args(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +119,32 @@ def config_from_args(args: argparse.Namespace) -> AnomalyCLIPConfig:
     backbone, pretrained = backbone_choice(args)
     if backbone is not None or pretrained is not None:
         config = config.replace(backbone=backbone or config.backbone, pretrained=pretrained)
+    return config
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """The configuration `args.method` learns with: AnomalyCLIP's settings (`config_from_args`) for the prompt
+    learners; for VAND its recipe, then a --config file of VANDConfig, then the flags naming a setting it shares
+    (--epochs, --batch-size, --lr, --seed, --image-size, --features-list), then the backbone choice. A flag it has
+    no setting for is an error."""
+    from anomalyclip.methods.catalog import LEARNED_PROMPTS
+
+    if args.method in LEARNED_PROMPTS:
+        return config_from_args(args)
+    from anomalyclip.methods.vand import VANDConfig
+
+    data = read_file(args.config) if getattr(args, "config", None) else {}
+    flags = {name: value for section in overrides_from_args(args, AnomalyCLIPConfig).values()
+             for name, value in (section.items() if isinstance(section, dict) else ())}  # fmt: skip
+    known = {field.name for field in dataclasses.fields(VANDConfig)}
+    foreign = sorted(f"--{name.replace('_', '-')}" for name in flags if name not in known)
+    if foreign:
+        raise ConfigError(f"{', '.join(foreign)}: not a setting of {args.method} (VANDConfig); it takes "
+                          f"{sorted(known)} from --config FILE and the flags of the same names")  # fmt: skip
+    config = VANDConfig.from_dict({**data, **flags})
+    backbone, pretrained = backbone_choice(args)
+    if backbone is not None or pretrained is not None:
+        config = dataclasses.replace(config, backbone=backbone or config.backbone, pretrained=pretrained)
     return config
 
 
@@ -169,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from anomalyclip.methods import build_detector
 
-    config = config_from_args(args)
+    config = train_config_from_args(args)
     output_dir(args.out)
     records = _records(args)
     _warn_if_tiny(config.backbone)
@@ -180,7 +206,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = detector.fit(records, args.out, **options)
     except torch.cuda.OutOfMemoryError as err:
-        raise _out_of_memory(config.train.batch_size) from err
+        batch_size = config.train.batch_size if isinstance(config, AnomalyCLIPConfig) else config.batch_size
+        raise _out_of_memory(batch_size) from err
     print(f"trained {result.epochs} epochs on {len(records)} images: cache {result.cache_seconds:.1f} s, "
           f"epochs {result.train_seconds:.1f} s; checkpoint {result.checkpoint}")  # fmt: skip
     return 0

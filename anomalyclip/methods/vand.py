@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,11 +182,14 @@ class VANDLoss:
 
 @dataclass
 class VANDFitResult:
-    """What `VAND.fit` produced: the last checkpoint and the per-step loss history."""
+    """What `VAND.fit` produced: the last checkpoint, the per-step loss history and the seconds its epochs took."""
 
     checkpoint: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs: int = 0
+    train_seconds: float = 0.0
+    cache_seconds: float = 0.0
+    """Always 0: VAND keeps no feature cache (the fields mirror `engine.training.TrainResult`)."""
 
 
 class LinearLayers(nn.Module):
@@ -448,8 +452,8 @@ class VAND(Detector):
         """
         for name, value in (("cache", cache), ("cache_dtype", cache_dtype)):
             if value is not None:
-                raise ConfigError(f"{name} = {value!r}: vand keeps no feature cache (its mosaics change the images "
-                                  "every epoch); leave it unset")  # fmt: skip
+                raise ConfigError(f"{name} = {value!r} (--{name.replace('_', '-')}): vand keeps no feature cache (its "
+                                  "mosaics change the images every epoch); leave it unset")  # fmt: skip
         if resume or allow_changes:
             raise ConfigError("vand cannot resume a training (its checkpoints keep no optimiser state); start again "
                               "with overwrite (--overwrite)")  # fmt: skip
@@ -478,6 +482,7 @@ class VAND(Detector):
         autocast = torch.autocast("cuda", dtype=torch.float16, enabled=amp and self.device.type == "cuda")
         history: list[dict[str, Any]] = []
         checkpoint = out / "epoch_0.pt"
+        start = time.perf_counter()
         for epoch in range(1, epochs + 1):
             data = MosaicDataset(base, self.config.mosaic_rate, self.config.seed, epoch)
             loader = make_loader(data, batch_size, shuffle=True, num_workers=num_workers, seed=self.config.seed + epoch)
@@ -495,7 +500,7 @@ class VAND(Detector):
             mean = float(np.mean([h["loss"] for h in history if h["epoch"] == epoch]))
             log.info("epoch [%d/%d], loss: %.4f", epoch, epochs, mean)
             checkpoint = save_checkpoint(out / f"epoch_{epoch}.pt", self, epoch=epoch, history=history)
-        return VANDFitResult(checkpoint, history, epochs)
+        return VANDFitResult(checkpoint, history, epochs, train_seconds=time.perf_counter() - start)
 
 
 class MosaicDataset(torch.utils.data.Dataset):
