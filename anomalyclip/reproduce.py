@@ -358,8 +358,10 @@ def _execute(run: PlannedRun, kernel: str, cwd: Path) -> None:
             str(run.output),
             parameters=run.parameters,
             kernel_name=kernel,
-            cwd=str(cwd),
             progress_bar=False,
+            # the kernel starts in `cwd`; papermill's own `cwd` would change this process's folder, which notebooks
+            # run two at a time (in threads) would race on
+            resources={"metadata": {"path": str(cwd)}},
             **sockets,
         )
     except PapermillExecutionError as err:

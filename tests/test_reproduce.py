@@ -335,14 +335,25 @@ def test_after_a_failing_notebook_no_further_notebook_starts(monkeypatch: pytest
         rp.reproduce("smoke", "reports", notebook_workers=0)
 
 
-def test_notebooks_started_at_once_each_talk_to_their_own_kernel(tmp_path: Path) -> None:
+def test_notebooks_started_at_once_each_talk_to_their_own_kernel_in_the_folder_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     names = [f"0{i}_at_once" for i in range(1, 4)]
     for name in names:
         body = f"import os, pathlib\npathlib.Path('{name}.pid').write_text(str(os.getpid()))"
         _notebook(tmp_path / f"{name}.ipynb", body)
     runs = [rp.PlannedRun(n, tmp_path / f"{n}.ipynb", tmp_path / "out" / f"{n}.ipynb", {}) for n in names]
     (tmp_path / "out").mkdir()
+
+    here = os.getcwd()
+
+    def no_chdir(path: str) -> None:  # papermill returns to the folder it found, which must stay this one
+        if os.path.realpath(path) != os.path.realpath(here):
+            raise AssertionError(f"this process changed folder to {path}: notebooks in threads would race on it")
+
     with rp.python_kernel() as kernel:
+        monkeypatch.setattr(os, "chdir", no_chdir)
         outcomes = rp.run_notebooks(runs, kernel, tmp_path, workers=3)
+        monkeypatch.undo()
     assert {name: outcomes[name].error for name in names} == dict.fromkeys(names)
     assert len({(tmp_path / f"{name}.pid").read_text() for name in names}) == 3
