@@ -8,15 +8,15 @@ is for a developer. Targets: the cold run under 15 minutes on 2 CPU cores with n
 rerun under a quarter of it. Printed: each run's wall time and CPU time (children included), the time per
 notebook, the number of jobs and the load average around each run.
 
-Recorded on the 2-core development machine (KVM guest, 2 vCPUs of an AVX-512 Xeon), quiet, 2026-11-28, commit e7b05fd,
+Recorded on the 2-core development machine (KVM guest, 2 vCPUs of an AVX-512 Xeon), quiet, 2026-11-28, commit 5f4634a,
 with ../shared/datasets present (14 datasets evaluated by notebooks 01, 06 and 07; VisA's mini copy is skipped, as
 its folder is incomplete); notebooks two at a time once the jobs are done (05_training alone):
-    cold: 372.8 s wall, 660.8 s CPU; 50 jobs; load average 0.6 before, 1.6 after
-        (the notebooks 01 25.1 s, 02 6.4, 03 6.5, 04 8.6, 05 9.2, 06 59.8, 07 5.8, 08 5.8)
-    warm: 78.5 s wall, 101.3 s CPU; 50 jobs; load average 1.6 before, 1.4 after
-        (no job computed; the notebooks 01 10.0 s, 02 6.3, 03 6.3, 04 6.9, 05 10.0, 06 46.0, 07 5.8, 08 5.6)
-    cold 6.2 min (target < 15 min on 2 idle cores); warm / cold 0.21 (target < 0.25)
-An earlier pair on the same commit's code gave cold 350.1 s, warm 73.6 s (0.21). Before this commit's changes (a5e76f9,
+    cold: 358.9 s wall, 638.0 s CPU; 50 jobs; load average 0.9 before, 1.5 after
+        (the notebooks 01 23.2 s, 02 6.3, 03 6.2, 04 9.0, 05 8.9, 06 58.0, 07 5.7, 08 5.6)
+    warm: 74.8 s wall, 98.8 s CPU; 50 jobs; load average 1.5 before, 1.3 after
+        (no job computed; the notebooks 01 9.0 s, 02 7.0, 03 6.4, 04 6.6, 05 10.0, 06 43.7, 07 5.7, 08 5.8)
+    cold 6.0 min (target < 15 min on 2 idle cores); warm / cold 0.21 (target < 0.25)
+Earlier pairs: 350.1 s / 73.6 s at 616eaf5 and 372.8 s / 78.5 s at e7b05fd (0.21 both). Before these changes (a5e76f9,
 notebooks one after the other) the warm run took 135.1 s of a 367.7-s cold run (0.37): the warm run is the notebooks
 alone, and then notebook 01 scored every test image with CLIP twice (23 s, now two CLIP jobs whose scores are
 stored) and notebook 06 scored the images of its maps again (15 s, now kept in the run store by
