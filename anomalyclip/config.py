@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from anomalyclip.errors import ConfigError
-from anomalyclip.settings import Settings, from_mapping, read_file, setting
+from anomalyclip.settings import Settings, from_mapping, load_settings, setting
 
 DpamMode = Literal["vv", "qq", "kk", "qq+kk+vv", "qk+qq+kk+vv"]
 """V-V is the paper's; the ensembles (revised Table 12) average the listed attentions."""
@@ -123,11 +123,7 @@ class AnomalyCLIPConfig(Settings):
     @classmethod
     def from_file(cls, path: str | Path) -> AnomalyCLIPConfig:
         """Build from a YAML or JSON file holding a (partial) nested mapping; errors name the file."""
-        try:
-            return cls.from_dict(read_file(path))
-        except ConfigError as err:
-            message = str(err)
-            raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from err
+        return load_settings(cls, path)
 
     def replace(self, **sections: Any) -> AnomalyCLIPConfig:
         """A copy with whole sections or top-level fields replaced."""

@@ -318,6 +318,16 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_settings(cls: type, path: str | Path) -> Any:
+    """An instance of `cls` from a YAML or JSON file holding a (partial) mapping of its settings; errors name the
+    file."""
+    try:
+        return from_mapping(cls, read_file(path))
+    except ConfigError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from err
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 
 

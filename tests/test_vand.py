@@ -365,7 +365,7 @@ def test_training_items_use_the_detectors_transforms(train_records):
     assert torch.equal(again["image"], items[0]["image"])
 
 
-def test_anomalyclip_train_learns_vand_from_the_flags_it_shares(train_records, tmp_path, capsys):
+def test_anomalyclip_train_learns_vand_from_the_flags_it_shares(train_records, tmp_path, tmp_path_factory, capsys):
     from anomalyclip.cli import main
 
     data = train_records[0].image.parents[3]  # <root>/<category>/test/<defect>/<image>
@@ -381,3 +381,7 @@ def test_anomalyclip_train_learns_vand_from_the_flags_it_shares(train_records, t
         assert main([*train, *extra]) != 0
         error = capsys.readouterr().err
         assert message in error and len(error.strip().splitlines()[-1]) > 20, error
+    settings = tmp_path_factory.mktemp("settings") / "vand.yaml"  # not in --out: only run files may be there
+    settings.write_text("epochs: 1\nn_ctx: 3\n")
+    assert main([*train, "--overwrite", "--config", str(settings)]) != 0
+    assert f"{settings}: unknown VANDConfig key(s) ['n_ctx']" in capsys.readouterr().err

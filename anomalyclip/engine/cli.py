@@ -14,7 +14,7 @@ from anomalyclip.data.io import DEFAULT_MASK_THRESHOLD
 from anomalyclip.data.specs import DATASET_SPECS
 from anomalyclip.errors import AnomalyCLIPError, ConfigError
 from anomalyclip.files import output_dir
-from anomalyclip.settings import add_flags, merge, overrides_from_args, read_file
+from anomalyclip.settings import add_flags, load_settings, merge, overrides_from_args
 
 if TYPE_CHECKING:
     import torch
@@ -133,7 +133,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         return config_from_args(args)
     from anomalyclip.methods.vand import VANDConfig
 
-    data = read_file(args.config) if getattr(args, "config", None) else {}
+    data = load_settings(VANDConfig, args.config).to_dict() if getattr(args, "config", None) else {}
     flags = {name: value for section in overrides_from_args(args, AnomalyCLIPConfig).values()
              for name, value in (section.items() if isinstance(section, dict) else ())}  # fmt: skip
     known = {field.name for field in dataclasses.fields(VANDConfig)}
